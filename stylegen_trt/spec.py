@@ -1,0 +1,107 @@
+"""Graph contracts as data, shared by export (writes them), the manifest, engines and runtime.
+
+Pure Python: imports neither torch nor NumPy. A dimension is an int (static) or a
+string naming a dynamic axis, optionally divided (ceil) by a power of two:
+``"latent_h"``, ``"latent_h/4"``. Each axis has a min/opt/max range, which is what
+ONNX dynamic axes, the runtime's input checks and TensorRT optimisation profiles use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Union
+
+Dim = Union[int, str]
+DType = Literal["float32", "float16", "int64", "int32"]
+
+
+@dataclass(frozen=True)
+class AxisRange:
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self):
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"axis range needs min <= opt <= max, got {self}")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: DType
+    dims: tuple[Dim, ...]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One graph's contract: names, dtypes, named dynamic axes and their ranges."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    axes: dict[str, AxisRange] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def shapes(self, point: Literal["min", "opt", "max"]) -> dict[str, tuple[int, ...]]:
+        """Every input's concrete shape at one end of the axis ranges (a TensorRT profile row)."""
+        values = {name: getattr(r, point) for name, r in self.axes.items()}
+        return {t.name: resolve_shape(t.dims, values) for t in self.inputs}
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """torch.onnx.export's ``dynamic_axes``: every named dimension, by its own name."""
+        out: dict[str, dict[int, str]] = {}
+        for t in (*self.inputs, *self.outputs):
+            named = {i: d.replace("/", "_") for i, d in enumerate(t.dims) if isinstance(d, str)}
+            if named:
+                out[t.name] = named
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "inputs": [asdict(t) | {"dims": list(t.dims)} for t in self.inputs],
+            "outputs": [asdict(t) | {"dims": list(t.dims)} for t in self.outputs],
+            "axes": {k: asdict(v) for k, v in self.axes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> "GraphSpec":
+        def tensors(items):
+            return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["dims"])) for t in items)
+
+        axes = {k: AxisRange(**v) for k, v in d["axes"].items()}
+        return cls(name, tensors(d["inputs"]), tensors(d["outputs"]), axes)
+
+
+def resolve_dim(dim: Dim, axes: dict[str, int]) -> int:
+    """Concrete size of ``dim`` given axis values; ``"a/k"`` is ceil(a / k), as strided convs give."""
+    if isinstance(dim, int):
+        return dim
+    name, _, divisor = dim.partition("/")
+    value = axes[name]
+    return math.ceil(value / int(divisor)) if divisor else value
+
+
+def resolve_shape(dims: tuple[Dim, ...], axes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(resolve_dim(d, axes) for d in dims)
+
+
+def bind_axes(spec: TensorSpec, shape: tuple[int, ...], axes: dict[str, int]) -> str | None:
+    """Check ``shape`` against ``spec`` while learning axis values; returns an error or None."""
+    if len(shape) != len(spec.dims):
+        return f"{spec.name} has rank {len(shape)}, expected {len(spec.dims)}"
+    for size, dim in zip(shape, spec.dims):
+        if isinstance(dim, str) and "/" not in dim and dim not in axes:
+            axes[dim] = size
+        expected = resolve_dim(dim, axes) if (isinstance(dim, int) or dim.split("/")[0] in axes) else size
+        if size != expected:
+            return f"{spec.name} has shape {tuple(shape)}, expected {spec.dims}"
+    return None
