@@ -71,7 +71,7 @@ def load_base(sd_dir: str | Path) -> BaseModel:
     missing = [name for name in SD_SUBFOLDERS if not (root / name).is_dir()]
     if missing:
         raise UserError(
-            f"{root} is not an SD 1.x diffusers directory: missing {', '.join(missing)}/ "
+            f"{root} is not an SD 1.x diffusers directory: missing {', '.join(m + '/' for m in missing)} "
             f"(expected subfolders: {', '.join(SD_SUBFOLDERS)})"
         )
     try:

@@ -1,0 +1,3 @@
+from stylegen_trt.cli import main
+
+main()

@@ -1,0 +1,220 @@
+"""The `stylegen-trt` command line: export, generate, info.
+
+Bad input is a one-line message on stderr and exit code 2 (never a traceback);
+outputs are written atomically, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from stylegen_trt.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Style-personalised text-to-image: export to ONNX, run with a NumPy-only runtime.")
+log = logging.getLogger("stylegen_trt")
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def user_errors(command):
+    """Turn a UserError raised anywhere below a command into one line on stderr and exit code 2."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            fail(str(exc))
+    return wrapper
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _demo_bundle_path() -> Path:
+    return Path(__file__).parent / "demo" / "bundle"
+
+
+def _bundle_or_demo(bundle: Optional[Path]) -> Path:
+    if bundle is not None:
+        return bundle
+    demo = _demo_bundle_path()
+    if not (demo / "manifest.json").is_file():
+        fail("no --bundle given and this install ships no demo bundle: pass --bundle DIR "
+             "(make one with `stylegen-trt export --tiny --out DIR`)")
+    return demo
+
+
+@app.command()
+@user_errors
+def export(
+    out: Path = typer.Option(..., "--out", help="Bundle directory to write (replaced if it is a bundle)."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Local SD 1.x directory in diffusers layout."),
+    vgg: Optional[Path] = typer.Option(None, "--vgg", help="torchvision's vgg19-dcbbb69f.pth (default: torch hub cache)."),
+    branch: Optional[Path] = typer.Option(None, "--branch", help="Style-branch weights (.safetensors) from `train`."),
+    tiny: bool = typer.Option(False, "--tiny", help="Export the seeded random-weight tiny model (tests, CI)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the tiny model and of the untrained branch's stem."),
+    style_image_size: Optional[int] = typer.Option(None, "--style-image-size", help="Style images are resized to this (default 512; tiny 64)."),
+    external_data_mb: int = typer.Option(2047, "--external-data-mb", help="Graphs with more weights than this keep them in <graph>.onnx.data."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Export the style-guided model to a bundle of ONNX graphs with a manifest."""
+    setup_logging(verbose)
+    if tiny == (base is not None):
+        fail("give exactly one of --base SD_DIR or --tiny")
+    if external_data_mb < 0:
+        fail("--external-data-mb must be >= 0")
+    if style_image_size is not None and not 32 <= style_image_size <= 2048:
+        fail("--style-image-size must be between 32 and 2048")
+    import tempfile
+
+    from rich.progress import Progress
+
+    from stylegen_trt.export.bundle import export_bundle
+    from stylegen_trt.export.graphs import ExportLimits
+    from stylegen_trt.models import loaders
+
+    with tempfile.TemporaryDirectory(prefix="stylegen-tiny-") as tmp:
+        if tiny:
+            base = loaders.make_tiny_sd(Path(tmp) / "sd", seed)
+            vgg = vgg or loaders.make_tiny_vgg(Path(tmp) / "vgg19.pth", seed)
+        base_model = loaders.load_base(base)
+        encoder = loaders.load_style_encoder(vgg)
+        style_branch = loaders.load_branch(base_model, branch, seed)
+        size = style_image_size or (64 if tiny else 512)
+        limits = ExportLimits.for_base(base_model, size)
+        description = {"kind": "tiny" if tiny else "custom", "base": "tiny random weights" if tiny else str(base),
+                       "vgg": "seeded random VGG19" if tiny and vgg is None else str(vgg),
+                       "branch": str(branch) if branch else "zero-initialised (plain SD)"}
+        with Progress(transient=True) as progress:
+            task = progress.add_task("exporting", total=5)
+
+            def on_graph(name: str) -> None:
+                progress.update(task, description=f"exporting {name}", advance=0)
+
+            def done(name: str) -> None:
+                on_graph(name)
+                progress.advance(task)
+
+            export_bundle(base_model, encoder, style_branch, out, limits,
+                          external_data_threshold=external_data_mb * 2**20, description=description,
+                          on_graph=done)
+    typer.echo(f"wrote bundle {out}")
+
+
+@app.command()
+@user_errors
+def generate(
+    prompt: str = typer.Option(..., "--prompt", "-p"),
+    out: Path = typer.Option(..., "--out", "-o", help="PNG path; with --n > 1, numbered: out-0.png, out-1.png, ..."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
+    negative: str = typer.Option("", "--negative"),
+    style: List[Path] = typer.Option([], "--style", help="Style image; repeat to blend several."),
+    style_weight: List[float] = typer.Option([], "--style-weight", help="One per --style (default: equal, summing to 1)."),
+    style_scale: float = typer.Option(1.0, "--style-scale"),
+    style_window: tuple[float, float] = typer.Option((0.0, 1.0), "--style-window", help="START END fractions of the schedule."),
+    scheduler: str = typer.Option("ddpm", "--scheduler", help="ddpm (the patent's, default) | ddim | dpmpp"),
+    steps: int = typer.Option(50, "--steps"),
+    guidance: float = typer.Option(7.5, "--guidance"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    n: int = typer.Option(1, "--n"),
+    height: Optional[int] = typer.Option(None, "--height"),
+    width: Optional[int] = typer.Option(None, "--width"),
+    latents: Optional[Path] = typer.Option(None, "--latents", help=".npy with x_T, shape (n, 4, H/8, W/8)."),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Generate images from a prompt in the style of the given images."""
+    setup_logging(verbose)
+    import numpy as np
+    from rich.progress import Progress
+
+    from stylegen_trt.engines.base import EngineOptions
+    from stylegen_trt.runtime.bundle import open_bundle
+    from stylegen_trt.runtime.images import save_png
+    from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest, check_request
+
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"unknown --device {device!r}: choose auto, cpu or cuda")
+    if threads is not None and threads < 1:
+        fail("--threads must be >= 1")
+    if out.suffix.lower() != ".png":
+        fail(f"--out {out} must end in .png")
+    if out.exists() and out.is_dir():
+        fail(f"--out {out} is a directory: give a file path ending in .png")
+    x_t = None
+    if latents is not None:
+        try:
+            x_t = np.load(latents, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            fail(f"--latents {latents} is not a readable .npy file ({exc})")
+    request = GenerationRequest(
+        prompt=prompt, negative=negative,
+        style=StyleRequest(tuple(style), tuple(style_weight) if style_weight else None, style_scale, style_window),
+        scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, n=n,
+        height=height, width=width, latents=x_t,
+    )
+    b = open_bundle(_bundle_or_demo(bundle))
+    check_request(request, b.manifest)  # before opening engines: bad input fails fast
+    for path in style:
+        from stylegen_trt.runtime.images import read_image_file
+        read_image_file(path)
+    with StylePipeline(b, EngineOptions(device=device, threads=threads)) as pipe:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("denoising", total=steps)
+            result = pipe.generate(request, on_step=lambda i, total: progress.update(task, completed=i, total=total))
+    paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(n)]
+    for image, path in zip(result.images, paths):
+        save_png(image, path)
+    typer.echo(f"wrote {', '.join(map(str, paths))} (seed {result.seed})")
+
+
+@app.command()
+@user_errors
+def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory (default: the shipped demo model).")):
+    """What is in a bundle: graphs, inputs with their ranges, sizes, hashes."""
+    from stylegen_trt.runtime.bundle import open_bundle
+
+    b = open_bundle(_bundle_or_demo(bundle))
+    m = b.manifest
+    desc = m.get("description", {})
+    lines = [f"bundle {b.path}", f"  kind: {desc.get('kind', '?')}" +
+             ("  (the DEMO model: tiny, trained on procedural shapes and textures only)" if b.is_demo else "")]
+    for key in ("base", "vgg", "branch", "note"):
+        if key in desc:
+            lines.append(f"  {key}: {desc[key]}")
+    s = m["sizes"]
+    lines.append(f"  sizes: native {s['native']}, {s['min']}..{s['max']} in multiples of {s['multiple']}; "
+                 f"up to {s['max_images']} images")
+    lines.append(f"  style images resized to {m['style']['image_size']}px; S is {m['style']['map_size']}x{m['style']['map_size']}")
+    lines.append(f"  defaults: {json.dumps(m['defaults'])}")
+    for name, spec in b.graphs.items():
+        lines.append(f"  graph {name}:")
+        for t in spec.inputs:
+            lines.append(f"    in  {t.name} {t.dtype} {list(t.dims)}")
+        for t in spec.outputs[:3]:
+            lines.append(f"    out {t.name} {t.dtype} {list(t.dims)}")
+        if len(spec.outputs) > 3:
+            lines.append(f"    ... {len(spec.outputs) - 3} more outputs")
+        for axis, r in spec.axes.items():
+            lines.append(f"    axis {axis}: min {r.min} opt {r.opt} max {r.max}")
+    for name, f in m["files"].items():
+        lines.append(f"  file {name}: {f['bytes'] / 2**20:.1f} MiB sha256 {f['sha256'][:16]}...")
+    lines.append(f"  tools: {json.dumps(m['tool_versions'])}")
+    typer.echo("\n".join(lines))
+
+
+def main() -> None:
+    app()

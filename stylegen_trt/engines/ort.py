@@ -1,0 +1,132 @@
+"""ONNX Runtime backend: CPU execution provider by default, CUDA when present.
+
+The graph optimised by ORT is cached under <bundle>/engines/ort/<key>/ so later opens
+skip the optimisation passes; the key covers the ONNX hash, the onnxruntime version,
+the execution provider, the optimisation level and the machine (ORT's fully optimised
+CPU graphs may use layouts specific to the processor).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnxruntime as ort
+
+from stylegen_trt.engines import cache
+from stylegen_trt.engines.base import EngineOptions, check_inputs
+from stylegen_trt.errors import UserError
+from stylegen_trt.spec import GraphSpec
+
+log = logging.getLogger(__name__)
+
+OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+CACHED_MODEL = "model.onnx"
+CACHED_DATA = "model.onnx.data"
+
+
+def choose_providers(device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise UserError("--device cuda asked for, but this onnxruntime has no CUDA provider: "
+                        "install stylegen-trt[gpu] (onnxruntime-gpu) or use --device cpu")
+    return ["CPUExecutionProvider"]
+
+
+def _session_options(options: EngineOptions, level: str) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = OPT_LEVELS[level]
+    so.log_severity_level = 3
+    if options.threads:
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+    return so
+
+
+class OrtEngine:
+    def __init__(self, session: ort.InferenceSession, spec: GraphSpec):
+        self.session = session
+        self.spec = spec
+        self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self._outputs = spec.output_names
+
+    @classmethod
+    def open(cls, onnx_path: Path, spec: GraphSpec, onnx_sha256: str, cache_root: Path | None,
+             options: EngineOptions) -> "OrtEngine":
+        providers = choose_providers(options.device)
+        fields = {
+            "onnx_sha256": onnx_sha256,
+            "onnxruntime": ort.__version__,
+            "providers": providers,
+            "opt_level": options.opt_level,
+            "machine": platform.machine(),
+            "processor": _processor_name(),
+        }
+        if cache_root is None or options.opt_level == "disable":
+            return cls(ort.InferenceSession(str(onnx_path), _session_options(options, options.opt_level),
+                                            providers=providers), spec)
+        entry = cache.entry_dir(cache_root, "ort", fields)
+        try:
+            with cache.build_lock(entry):
+                if not cache.is_valid(entry, fields):
+                    cls._build(onnx_path, entry, fields, options, providers)
+        except OSError as exc:  # e.g. a read-only bundle: run uncached rather than fail
+            log.warning("ORT cache at %s unusable (%s); optimising in memory", entry, exc)
+            return cls(ort.InferenceSession(str(onnx_path), _session_options(options, options.opt_level),
+                                            providers=providers), spec)
+        # Already optimised offline: load without re-running the passes.
+        session = ort.InferenceSession(str(entry / CACHED_MODEL), _session_options(options, "disable"),
+                                       providers=providers)
+        return cls(session, spec)
+
+    @staticmethod
+    def _build(onnx_path: Path, entry: Path, fields: dict, options: EngineOptions, providers: list[str]) -> None:
+        log.info("optimising %s with onnxruntime into %s", onnx_path.name, entry)
+        for name in (cache.RECORD, CACHED_MODEL, CACHED_DATA):
+            (entry / name).unlink(missing_ok=True)
+        so = _session_options(options, options.opt_level)
+        tmp_model = entry / f".{CACHED_MODEL}.{os.getpid()}.tmp"
+        so.optimized_model_filepath = str(tmp_model)
+        external = any(onnx_path.parent.glob(onnx_path.name + ".data"))
+        if external:  # protobuf's 2 GB limit applies to the optimised copy too
+            so.add_session_config_entry("session.optimized_model_external_initializers_file_name", CACHED_DATA)
+            so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        ort.InferenceSession(str(onnx_path), so, providers=providers)
+        os.replace(tmp_model, entry / CACHED_MODEL)
+        cache.commit(entry, fields, [CACHED_MODEL] + ([CACHED_DATA] if external else []))
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_inputs(self.spec, inputs)
+        values = self.session.run(self._outputs, dict(inputs))
+        return dict(zip(self._outputs, values))
+
+    def close(self) -> None:
+        self.session = None
+
+    def __enter__(self) -> "OrtEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _processor_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -1,0 +1,90 @@
+"""Reading a bundle: manifest, graph contracts, file integrity, and opening its engines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from stylegen_trt.engines.base import Engine, EngineOptions, open_engine
+from stylegen_trt.errors import UserError
+from stylegen_trt.files import MANIFEST_NAME, SCHEMA_VERSION, atomic_write_bytes, sha256_file
+from stylegen_trt.spec import GraphSpec
+
+log = logging.getLogger(__name__)
+
+GRAPH_NAMES = ("text_encoder", "style_encoder", "style_branch", "unet", "vae_decoder")
+VERIFIED_STAMP = ".verified.json"  # (size, mtime) of files whose hash was checked, to skip re-hashing
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: dict
+
+    @property
+    def graphs(self) -> dict[str, GraphSpec]:
+        return {name: GraphSpec.from_dict(name, g) for name, g in self.manifest["graphs"].items()}
+
+    @property
+    def is_demo(self) -> bool:
+        return self.manifest.get("description", {}).get("kind") == "demo"
+
+    def graph_path(self, name: str) -> Path:
+        return self.path / self.manifest["graphs"][name]["file"]
+
+    def open_engine(self, name: str, options: EngineOptions) -> Engine:
+        entry = self.manifest["graphs"][name]
+        sha = self.manifest["files"][entry["file"]]["sha256"]
+        return open_engine(self.graph_path(name), self.graphs[name], sha, self.path / "engines", options)
+
+
+def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read and check a bundle; every problem is a UserError that says what to do."""
+    root = Path(path)
+    manifest_path = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise UserError(f"bundle {root} does not exist: pass --bundle with a directory made by `stylegen-trt export`")
+    if not manifest_path.is_file():
+        raise UserError(f"{root} is not a bundle (no {MANIFEST_NAME}): re-run `stylegen-trt export`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{manifest_path} is not valid JSON ({exc}): re-run `stylegen-trt export`") from exc
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{root} has bundle schema {version!r}; this stylegen-trt reads schema {SCHEMA_VERSION}: re-export it")
+    missing_graphs = [g for g in GRAPH_NAMES if g not in manifest.get("graphs", {})]
+    if missing_graphs:
+        raise UserError(f"{root} is incomplete: its manifest lacks {', '.join(missing_graphs)}: re-run `stylegen-trt export`")
+    files = manifest.get("files", {})
+    missing = [name for name in files if not (root / name).is_file()]
+    if missing:
+        raise UserError(f"{root} is incomplete: {', '.join(sorted(missing))} missing: re-run `stylegen-trt export`")
+    if verify:
+        verify_files(root, files)
+    return Bundle(root, manifest)
+
+
+def verify_files(root: Path, files: dict) -> None:
+    """Check every file against its manifest SHA-256 (skipping files unchanged since last verified)."""
+    stamp_path = root / VERIFIED_STAMP
+    try:
+        stamps = json.loads(stamp_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        stamps = {}
+    fresh = {}
+    for name, entry in files.items():
+        st = (root / name).stat()
+        key = [st.st_size, st.st_mtime_ns, st.st_ino, entry["sha256"]]
+        if stamps.get(name) != key:
+            if st.st_size != entry.get("bytes", st.st_size) or sha256_file(root / name) != entry["sha256"]:
+                raise UserError(f"{root / name} does not match its SHA-256 in the manifest (modified or corrupt): "
+                                "re-run `stylegen-trt export`")
+        fresh[name] = key
+    if fresh != stamps:
+        try:
+            atomic_write_bytes(stamp_path, json.dumps(fresh).encode())
+        except OSError:
+            pass  # read-only bundle: verify again next time

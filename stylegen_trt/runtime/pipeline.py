@@ -1,0 +1,301 @@
+"""The whole style-guided SD inference in NumPy, over five engines.
+
+    prompt  -> tokenizer -> text_encoder -> c (uncond + cond)
+    styles  -> style_encoder -> S_i -> S = sum w_i S_i -> resized to the latent
+    x_T     -> sampler( denoise(x, t) ) -> x_0       (denoise: UNet + branch residuals + CFG)
+    x_0     -> vae_decoder -> image
+
+The style branch depends on (S, t) only, so each step runs it once at batch 1; its
+residuals broadcast inside the UNet graph over the images and both CFG halves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from stylegen_trt.engines.base import Engine, EngineOptions
+from stylegen_trt.errors import UserError
+from stylegen_trt.runtime import schedulers
+from stylegen_trt.runtime.bundle import GRAPH_NAMES, Bundle
+from stylegen_trt.runtime.images import read_image_file, resize_rgb01, to_uint8
+from stylegen_trt.runtime.style import StyleMapCache, blend, default_cache_dir, resize_style_map
+from stylegen_trt.runtime.tokenizer import PromptTokenizer
+from stylegen_trt.spec import resolve_shape
+
+log = logging.getLogger(__name__)
+
+Residuals = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class StyleRequest:
+    images: tuple[Path, ...] = ()
+    weights: tuple[float, ...] | None = None  # None: equal weights summing to 1
+    scale: float = 1.0
+    window: tuple[float, float] = (0.0, 1.0)  # fractions of the schedule where the branch runs
+
+
+@dataclass(frozen=True, eq=False)
+class GenerationRequest:
+    prompt: str
+    negative: str = ""
+    style: StyleRequest = StyleRequest()
+    scheduler: str = "ddpm"
+    steps: int = 50
+    guidance: float = 7.5
+    seed: int | None = None
+    n: int = 1
+    height: int | None = None
+    width: int | None = None
+    latents: np.ndarray | None = None  # as diffusers' ``latents=``: x_T, shape (n, C, h, w)
+
+
+@dataclass
+class StageTimes:
+    """Seconds and call counts per stage, for `bench` and logging."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+        self.calls[stage] += 1
+
+
+@dataclass
+class GenerationResult:
+    images: np.ndarray  # (n, H, W, 3) uint8
+    seed: int
+    times: StageTimes
+
+
+class TimedEngine:
+    """Forwards to an engine and books each run's wall time under the graph's name."""
+
+    def __init__(self, engine: Engine, times: Callable[[], StageTimes]):
+        self.engine, self.times, self.spec = engine, times, engine.spec
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out = self.engine.run(inputs)
+        self.times().add(self.spec.name, time.perf_counter() - start)
+        return out
+
+
+def make_denoiser(unet: TimedEngine, context: np.ndarray, guidance: float,
+                  residuals_at: Callable[[int], Residuals]) -> schedulers.Denoiser:
+    """Adapt the UNet once into ``denoise(x, t) -> eps`` with style residuals and CFG inside.
+
+    With CFG, ``context`` is [uncond x n, cond x n] and eps = eps_u + g (eps_c - eps_u)
+    (Ho & Salimans, classifier-free guidance).
+    """
+    def unet_eps(x: np.ndarray, t: int) -> np.ndarray:
+        feeds = {"sample": x, "timestep": np.array([t], np.float32), "encoder_hidden_states": context}
+        return unet.run({**feeds, **residuals_at(t)})["eps"]
+
+    if guidance <= 1.0:  # diffusers' rule: no guidance at scale <= 1
+        return unet_eps
+
+    def guided(x: np.ndarray, t: int) -> np.ndarray:
+        eps_u, eps_c = np.split(unet_eps(np.concatenate([x, x]), t), 2)
+        return eps_u + np.float32(guidance) * (eps_c - eps_u)
+
+    return guided
+
+
+def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray | None, scale: float,
+                   active: frozenset[int]) -> Callable[[int], Residuals]:
+    """t -> the branch's residuals inside the style window, zero residuals outside (branch not run)."""
+    if style_map is None:
+        return lambda t: zeros
+    scale_arr = np.array([scale], np.float32)
+
+    def residuals_at(t: int) -> Residuals:
+        if t not in active:
+            return zeros
+        return branch.run({"style_map": style_map, "timestep": np.array([t], np.float32), "style_scale": scale_arr})
+
+    return residuals_at
+
+
+def window_timesteps(ts: np.ndarray, window: tuple[float, float]) -> frozenset[int]:
+    """Timesteps whose step index i satisfies start <= i / K < end."""
+    k = len(ts)
+    start, end = window
+    return frozenset(int(t) for i, t in enumerate(ts) if start * k <= i < end * k)
+
+
+class StylePipeline:
+    """Opens a bundle's five engines; ``generate`` turns a request into images."""
+
+    def __init__(self, bundle: Bundle, options: EngineOptions = EngineOptions(),
+                 style_cache_dir: Path | None = None):
+        self.bundle = bundle
+        m = bundle.manifest
+        self.tokenizer = PromptTokenizer.from_manifest(bundle.path, m["tokenizer"])
+        self.scheduler_config = schedulers.SchedulerConfig.from_dict(m["scheduler"])
+        self.times = StageTimes()
+        self.engines: dict[str, TimedEngine] = {}
+        try:
+            for name in GRAPH_NAMES:
+                self.engines[name] = TimedEngine(bundle.open_engine(name, options), lambda: self.times)
+        except BaseException:
+            self.close()
+            raise
+        encoder_sha = m["files"][m["graphs"]["style_encoder"]["file"]]["sha256"]
+        cache_dir = style_cache_dir if style_cache_dir is not None else default_cache_dir()
+        self.style_cache = StyleMapCache(cache_dir, encoder_sha, m["style"]["image_size"])
+        self._contexts: dict[str, np.ndarray] = {}
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.engine.close()
+        self.engines.clear()
+
+    def __enter__(self) -> "StylePipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- stages -------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str) -> np.ndarray:
+        """(1, seq, dim) context for ``prompt``, cached in memory."""
+        if prompt not in self._contexts:
+            start = time.perf_counter()
+            ids = self.tokenizer([prompt])
+            self.times.add("tokenize", time.perf_counter() - start)
+            self._contexts[prompt] = self.engines["text_encoder"].run({"input_ids": ids})["context"]
+        return self._contexts[prompt]
+
+    def style_map_of(self, path: Path) -> np.ndarray:
+        """S (1, 1, 64, 64) of one style image, from the cache or the style encoder."""
+        image, data = read_image_file(path)
+        key = self.style_cache.key(data)
+        cached = self.style_cache.get(key)
+        if cached is not None:
+            return cached
+        size = self.bundle.manifest["style"]["image_size"]
+        pixels = resize_rgb01(image, size)[None]
+        style_map = self.engines["style_encoder"].run({"style_image": pixels})["style_map"]
+        self.style_cache.put(key, style_map)
+        return style_map
+
+    def decode(self, latent: np.ndarray) -> np.ndarray:
+        scale = np.float32(self.bundle.manifest["latent"]["scale"])
+        images = [self.engines["vae_decoder"].run({"latent": latent[i:i + 1] / scale})["image"]
+                  for i in range(latent.shape[0])]
+        return to_uint8(np.concatenate(images))
+
+    # --- generation -----------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest,
+                 on_step: Callable[[int, int], None] | None = None) -> GenerationResult:
+        """Generate ``request.n`` images; ``on_step(i, total)`` is called after each denoising step."""
+        check_request(request, self.bundle.manifest)
+        self.times = StageTimes()
+        m = self.bundle.manifest
+        height, width = resolve_size(request, m)
+        f = m["latent"]["vae_scale_factor"]
+        latent_shape = (request.n, m["latent"]["channels"], height // f, width // f)
+        seed = request.seed if request.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
+        rng = np.random.default_rng(seed)
+
+        style_map = None
+        if request.style.images:
+            weights = request.style.weights or (1.0 / len(request.style.images),) * len(request.style.images)
+            maps = [self.style_map_of(Path(p)) for p in request.style.images]
+            style_map = resize_style_map(blend(maps, list(weights)), *latent_shape[2:])
+
+        cfg = request.guidance > 1.0
+        cond = np.repeat(self.encode_prompt(request.prompt), request.n, axis=0)
+        context = np.concatenate([np.repeat(self.encode_prompt(request.negative), request.n, axis=0), cond]) if cfg else cond
+
+        ts = schedulers.timesteps(request.scheduler, self.scheduler_config, request.steps)
+        zeros = self._zero_residuals(latent_shape[2], latent_shape[3])
+        residuals_at = make_residuals(self.engines["style_branch"], zeros, style_map, request.style.scale,
+                                      window_timesteps(ts, request.style.window))
+        denoise = make_denoiser(self.engines["unet"], context, request.guidance, residuals_at)
+
+        x = request.latents.astype(np.float32) if request.latents is not None else \
+            rng.standard_normal(latent_shape, dtype=np.float32)
+        step_start = [time.perf_counter()]
+
+        def callback(i: int, t: int, _x: np.ndarray) -> None:
+            now = time.perf_counter()
+            self.times.add("step", now - step_start[0])
+            step_start[0] = now
+            if on_step:
+                on_step(i + 1, len(ts))
+
+        x0 = schedulers.sample(request.scheduler, denoise, x, self.scheduler_config, request.steps, rng, callback)
+        images = self.decode(x0)
+        return GenerationResult(images, seed, self.times)
+
+    def _zero_residuals(self, latent_h: int, latent_w: int) -> dict[str, np.ndarray]:
+        spec = self.bundle.graphs["style_branch"]
+        axes = {"latent_h": latent_h, "latent_w": latent_w}
+        return {t.name: np.zeros(resolve_shape(t.dims, axes), np.float32) for t in spec.outputs}
+
+
+def resolve_size(request: GenerationRequest, manifest: dict) -> tuple[int, int]:
+    """(height, width): given, else from --latents, else the base model's native size."""
+    f = manifest["latent"]["vae_scale_factor"]
+    native = manifest["sizes"]["native"]
+    from_latents = (request.latents.shape[2] * f, request.latents.shape[3] * f) if request.latents is not None else None
+    height = request.height or (from_latents[0] if from_latents else native)
+    width = request.width or (from_latents[1] if from_latents else native)
+    return height, width
+
+
+def check_request(request: GenerationRequest, manifest: dict) -> None:
+    """Every user-facing check before any work starts; each failure is a one-line UserError."""
+    sizes = manifest["sizes"]
+    if not request.prompt.strip() and not request.style.images:
+        log.info("empty prompt: generating unconditionally")
+    if request.scheduler not in schedulers.SAMPLERS:
+        raise UserError(f"unknown scheduler {request.scheduler!r}: choose one of {', '.join(schedulers.SAMPLERS)}")
+    max_steps = manifest["scheduler"].get("num_train_timesteps", 1000)
+    if not 1 <= request.steps <= max_steps:
+        raise UserError(f"--steps must be between 1 and {max_steps}, got {request.steps}")
+    if not np.isfinite(request.guidance) or request.guidance < 0:
+        raise UserError(f"--guidance must be a finite number >= 0, got {request.guidance}")
+    if not 1 <= request.n <= sizes["max_images"]:
+        raise UserError(f"--n must be between 1 and {sizes['max_images']} for this bundle, got {request.n}")
+    height, width = resolve_size(request, manifest)
+    for label, value in (("height", height), ("width", width)):
+        if value % sizes["multiple"]:
+            raise UserError(f"--{label} {value} is not a multiple of {sizes['multiple']}: round it, e.g. "
+                            f"{value - value % sizes['multiple']}")
+        if not sizes["min"] <= value <= sizes["max"]:
+            raise UserError(f"--{label} {value} is outside this bundle's range {sizes['min']}..{sizes['max']}")
+    style = request.style
+    if len(style.images) > manifest["style"]["max_styles"] * 4:
+        raise UserError(f"too many style images ({len(style.images)})")
+    if style.weights is not None:
+        if len(style.weights) != len(style.images):
+            raise UserError(f"{len(style.weights)} --style-weight values for {len(style.images)} --style images: "
+                            "give one weight per style image")
+        if not all(np.isfinite(w) for w in style.weights):
+            raise UserError("--style-weight values must be finite numbers")
+    if not np.isfinite(style.scale):
+        raise UserError(f"--style-scale must be a finite number, got {style.scale}")
+    start, end = style.window
+    if not 0.0 <= start < end <= 1.0:
+        raise UserError(f"--style-window needs 0 <= START < END <= 1, got {start} {end}")
+    if request.latents is not None:
+        f = manifest["latent"]["vae_scale_factor"]
+        expected = (request.n, manifest["latent"]["channels"], height // f, width // f)
+        if tuple(request.latents.shape) != expected:
+            raise UserError(f"--latents has shape {tuple(request.latents.shape)}, expected {expected} "
+                            f"for --n {request.n} at {width}x{height}")
+        if not np.issubdtype(request.latents.dtype, np.floating) or not np.isfinite(request.latents).all():
+            raise UserError("--latents must hold finite floating-point values")
