@@ -1,0 +1,107 @@
+"""The engine protocol and the ONNX Runtime backend's cache of optimised graphs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stylegen_trt.engines import cache
+from stylegen_trt.engines.base import Engine, EngineOptions, check_inputs
+from stylegen_trt.runtime.bundle import open_bundle
+from stylegen_trt.spec import AxisRange, GraphSpec, TensorSpec, bind_axes, resolve_dim
+
+
+def _feeds(latent=8):
+    rng = np.random.default_rng(0)
+    return {"style_map": rng.random((1, 1, latent, latent), dtype=np.float32),
+            "timestep": np.array([100.0], np.float32), "style_scale": np.array([1.0], np.float32)}
+
+
+@pytest.fixture()
+def bundle_copy(styled_bundle, tmp_path):
+    import shutil
+
+    dst = tmp_path / "bundle"
+    shutil.copytree(styled_bundle, dst, ignore=shutil.ignore_patterns("engines"))
+    return open_bundle(dst)
+
+
+def test_ort_engine_honours_protocol(bundle_copy):
+    with bundle_copy.open_engine("style_branch", EngineOptions(threads=1)) as engine:
+        assert isinstance(engine, Engine) and engine.device == "cpu"
+        out = engine.run(_feeds())
+        assert list(out) == engine.spec.output_names
+        again = engine.run(_feeds())
+        assert all(out[k] is not again[k] for k in out)  # fresh arrays, never reused buffers
+        assert all(np.array_equal(out[k], again[k]) for k in out)
+
+
+def test_engine_rejects_wrong_inputs(bundle_copy):
+    with bundle_copy.open_engine("style_branch", EngineOptions(threads=1)) as engine:
+        feeds = _feeds()
+        with pytest.raises(ValueError, match="missing inputs"):
+            engine.run({k: v for k, v in feeds.items() if k != "timestep"})
+        with pytest.raises(ValueError, match="float64"):
+            engine.run({**feeds, "timestep": np.array([1.0])})
+        with pytest.raises(ValueError, match="outside"):
+            engine.run(_feeds(latent=40))
+
+
+def test_ort_cache_built_once_then_reused(bundle_copy):
+    options = EngineOptions(threads=1)
+    bundle_copy.open_engine("style_branch", options).close()
+    entries = list((bundle_copy.path / "engines" / "ort").iterdir())
+    assert len(entries) == 1
+    record = json.loads((entries[0] / "key.json").read_text())
+    assert record["fields"]["onnx_sha256"] == bundle_copy.manifest["files"]["style_branch.onnx"]["sha256"]
+    assert "onnxruntime" in record["fields"] and "model.onnx" in record["files"]
+    mtime = (entries[0] / "model.onnx").stat().st_mtime_ns
+    expected = bundle_copy.open_engine("style_branch", EngineOptions(threads=1, cache=False)).run(_feeds())
+    with bundle_copy.open_engine("style_branch", options) as engine:  # from the cache: same outputs
+        got = engine.run(_feeds())
+    assert (entries[0] / "model.onnx").stat().st_mtime_ns == mtime
+    for k in expected:
+        np.testing.assert_allclose(got[k], expected[k], atol=1e-6)
+
+
+def test_ort_cache_rebuilds_a_tampered_entry(bundle_copy):
+    options = EngineOptions(threads=1)
+    bundle_copy.open_engine("style_branch", options).close()
+    entry = next((bundle_copy.path / "engines" / "ort").iterdir())
+    model = entry / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-10] ^= 0xFF
+    model.write_bytes(bytes(data))
+    assert not cache.is_valid(entry, json.loads((entry / "key.json").read_text())["fields"])
+    with bundle_copy.open_engine("style_branch", options) as engine:
+        engine.run(_feeds())
+    assert cache.is_valid(entry, json.loads((entry / "key.json").read_text())["fields"])
+
+
+def test_cache_key_covers_its_fields():
+    base = {"onnx_sha256": "a" * 64, "onnxruntime": "1.0", "opt_level": "all"}
+    keys = {cache.cache_key(base), cache.cache_key({**base, "onnx_sha256": "b" * 64}),
+            cache.cache_key({**base, "onnxruntime": "1.1"}), cache.cache_key({**base, "opt_level": "basic"})}
+    assert len(keys) == 4
+    assert cache.cache_key(dict(reversed(list(base.items())))) == cache.cache_key(base)
+
+
+def test_different_opt_levels_use_different_entries(bundle_copy):
+    bundle_copy.open_engine("style_branch", EngineOptions(threads=1, opt_level="all")).close()
+    bundle_copy.open_engine("style_branch", EngineOptions(threads=1, opt_level="basic")).close()
+    assert len(list((bundle_copy.path / "engines" / "ort").iterdir())) == 2
+
+
+def test_spec_dims_and_profiles():
+    spec = GraphSpec("g", (TensorSpec("x", "float32", ("b", 4, "h", "h/4")),), (),
+                     {"b": AxisRange(1, 2, 8), "h": AxisRange(4, 8, 17)})
+    assert spec.shapes("min") == {"x": (1, 4, 4, 1)}
+    assert spec.shapes("max") == {"x": (8, 4, 17, 5)}  # ceil(17 / 4), as strided convs round
+    assert spec.dynamic_axes() == {"x": {0: "b", 2: "h", 3: "h_4"}}
+    assert resolve_dim("h/2", {"h": 9}) == 5
+    axes = {}
+    assert bind_axes(spec.inputs[0], (2, 4, 12, 3), axes) is None and axes == {"b": 2, "h": 12}
+    assert "expected" in bind_axes(spec.inputs[0], (2, 4, 12, 4), {})
+    with pytest.raises(ValueError):
+        AxisRange(3, 2, 4)
+    check_inputs(GraphSpec("g", (TensorSpec("t", "int64", (1,)),), ()), {"t": np.zeros(1, np.int64)})
