@@ -9,21 +9,51 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # recent typer vendors click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - typer on top of click
+    from click.exceptions import NoArgsIsHelpError, UsageError
 
 from stylegen_trt.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Style-personalised text-to-image: export to ONNX, run with a NumPy-only runtime.")
 log = logging.getLogger("stylegen_trt")
 
 
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    one_line = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    typer.echo(f"error: {one_line}", err=True)
     raise typer.Exit(2)
+
+
+class OneLineUsageErrors(TyperGroup):
+    """Command-line usage errors (bad option value, missing option, unknown command) as one line too."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except NoArgsIsHelpError:
+            raise  # no arguments at all: show the help
+        except UsageError as exc:
+            fail(f"{exc.format_message()} (see `{ctx.command_path} --help`)")
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            path = exc.ctx.command_path if exc.ctx is not None and exc.ctx is not ctx else \
+                " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+            fail(f"{exc.format_message()} (see `{path} --help`)")
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=OneLineUsageErrors,
+                  help="Style-personalised text-to-image: export to ONNX, run with a NumPy-only runtime.")
 
 
 def user_errors(command):
@@ -40,6 +70,24 @@ def user_errors(command):
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+
+
+def quiet_progress_bars() -> None:
+    """Silence transformers'/diffusers' tqdm bars on stderr (they would bury a one-line error)."""
+    for name in ("transformers.utils.logging", "diffusers.utils.logging"):
+        try:
+            __import__(name, fromlist=["disable_progress_bar"]).disable_progress_bar()
+        except ImportError:
+            pass
+
+
+def check_output_location(out: Path) -> None:
+    """Fail before any work if ``out`` cannot be written: its nearest existing ancestor must be a writable dir."""
+    existing = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        fail(f"cannot write --out {out}: {existing} is a file, not a directory: choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"cannot write --out {out}: no write permission in {existing}: choose another --out")
 
 
 def _demo_bundle_path() -> Path:
@@ -77,6 +125,13 @@ def export(
         fail("--external-data-mb must be >= 0")
     if style_image_size is not None and not 32 <= style_image_size <= 2048:
         fail("--style-image-size must be between 32 and 2048")
+    for label, path in (("--vgg", vgg), ("--branch", branch)):
+        if path is not None and not path.is_file():
+            fail(f"{label} {path} not found: check the path")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a directory: choose another --out")
+    if not verbose:
+        quiet_progress_bars()
     import tempfile
 
     from rich.progress import Progress
@@ -85,6 +140,7 @@ def export(
     from stylegen_trt.export.graphs import ExportLimits
     from stylegen_trt.models import loaders
 
+    vgg_given = vgg
     with tempfile.TemporaryDirectory(prefix="stylegen-tiny-") as tmp:
         if tiny:
             base = loaders.make_tiny_sd(Path(tmp) / "sd", seed)
@@ -95,7 +151,7 @@ def export(
         size = style_image_size or (64 if tiny else 512)
         limits = ExportLimits.for_base(base_model, size)
         description = {"kind": "tiny" if tiny else "custom", "base": "tiny random weights" if tiny else str(base),
-                       "vgg": "seeded random VGG19" if tiny and vgg is None else str(vgg),
+                       "vgg": "seeded random VGG19" if tiny and vgg_given is None else str(vgg),
                        "branch": str(branch) if branch else "zero-initialised (plain SD)"}
         with Progress(transient=True) as progress:
             task = progress.add_task("exporting", total=5)
@@ -154,12 +210,17 @@ def generate(
         fail(f"--out {out} must end in .png")
     if out.exists() and out.is_dir():
         fail(f"--out {out} is a directory: give a file path ending in .png")
+    check_output_location(out)
     x_t = None
     if latents is not None:
         try:
             x_t = np.load(latents, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             fail(f"--latents {latents} is not a readable .npy file ({exc})")
+        if not isinstance(x_t, np.ndarray):  # an .npz archive
+            fail(f"--latents {latents} is an .npz archive: save the single array x_T with numpy.save (.npy)")
+        if x_t.ndim != 4:
+            fail(f"--latents has shape {x_t.shape}: x_T needs 4 dimensions (n, 4, H/8, W/8)")
     request = GenerationRequest(
         prompt=prompt, negative=negative,
         style=StyleRequest(tuple(style), tuple(style_weight) if style_weight else None, style_scale, style_window),
@@ -176,8 +237,15 @@ def generate(
             task = progress.add_task("denoising", total=steps)
             result = pipe.generate(request, on_step=lambda i, total: progress.update(task, completed=i, total=total))
     paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(n)]
-    for image, path in zip(result.images, paths):
-        save_png(image, path)
+    written: list[Path] = []
+    try:
+        for image, path in zip(result.images, paths):
+            save_png(image, path)
+            written.append(path)
+    except OSError as exc:
+        for done in written:  # all images or none
+            done.unlink(missing_ok=True)
+        fail(f"cannot write {path}: {exc.strerror or exc}: choose another --out")
     typer.echo(f"wrote {', '.join(map(str, paths))} (seed {result.seed})")
 
 

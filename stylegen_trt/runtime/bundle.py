@@ -15,6 +15,7 @@ from stylegen_trt.spec import GraphSpec
 log = logging.getLogger(__name__)
 
 GRAPH_NAMES = ("text_encoder", "style_encoder", "style_branch", "unet", "vae_decoder")
+SECTIONS = ("graphs", "files", "tokenizer", "scheduler", "latent", "sizes", "style", "defaults", "tool_versions")
 VERIFIED_STAMP = ".verified.json"  # (size, mtime) of files whose hash was checked, to skip re-hashing
 
 
@@ -55,10 +56,17 @@ def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if version != SCHEMA_VERSION:
         raise UserError(f"{root} has bundle schema {version!r}; this stylegen-trt reads schema {SCHEMA_VERSION}: re-export it")
-    missing_graphs = [g for g in GRAPH_NAMES if g not in manifest.get("graphs", {})]
+    bad_sections = [k for k in SECTIONS if not isinstance(manifest.get(k), dict)]
+    if bad_sections:
+        raise UserError(f"{manifest_path} is corrupt: no valid {', '.join(bad_sections)} section: re-run `stylegen-trt export`")
+    missing_graphs = [g for g in GRAPH_NAMES if not isinstance(manifest["graphs"].get(g), dict)]
     if missing_graphs:
         raise UserError(f"{root} is incomplete: its manifest lacks {', '.join(missing_graphs)}: re-run `stylegen-trt export`")
-    files = manifest.get("files", {})
+    files = manifest["files"]
+    unlisted = [g for g in GRAPH_NAMES if manifest["graphs"][g].get("file") not in files]
+    if unlisted:
+        raise UserError(f"{manifest_path} is corrupt: the files of {', '.join(unlisted)} have no SHA-256 entry: "
+                        "re-run `stylegen-trt export`")
     missing = [name for name in files if not (root / name).is_file()]
     if missing:
         raise UserError(f"{root} is incomplete: {', '.join(sorted(missing))} missing: re-run `stylegen-trt export`")

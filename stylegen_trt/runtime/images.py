@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -38,7 +39,10 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, bytes]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"style image {path} not found: check the path given to --style")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"style image {path} cannot be read ({exc.strerror or exc}): check its permissions") from exc
     if not data:
         raise UserError(f"style image {path} is empty (0 bytes): give a PNG or JPEG file")
     try:
@@ -84,3 +88,7 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
     atomic_write_bytes(path, png_bytes(image))
+    # the temporary file behind the atomic write is private (0600); give the PNG a normal file's mode
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
