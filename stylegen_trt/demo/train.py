@@ -1,0 +1,237 @@
+"""Train the embedded demo model from scratch on procedural data, then export its bundle.
+
+    python -m stylegen_trt.demo.train --work demo-work [--out stylegen_trt/demo/bundle]
+
+Stages (each saved under --work and skipped when already complete, so a re-run resumes):
+1. vae     tiny AutoencoderKL, 32x32 RGB <-> 4x8x8 latents (L1 + MSE + small KL)
+2. base    tiny CLIP text encoder + UNet2DConditionModel from scratch (eps MSE, caption dropout)
+3. branch  the style branch with the base frozen, self-style (stylegen_trt.training.branch)
+4. export  the bundle (style encoder: seeded random VGG19 filters, documented in the manifest)
+Everything is seeded; step counts are fixed so the result does not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stylegen_trt.demo import data
+from stylegen_trt.models import loaders
+
+log = logging.getLogger("stylegen_trt.demo.train")
+
+MAX_TOKENS = 16  # demo prompts are at most 8 words
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seed: int = 0
+    vae_steps: int = 700
+    vae_batch: int = 32
+    base_steps: int = 3000
+    base_batch: int = 32
+    branch_steps: int = 1200
+    branch_batch: int = 32
+    threads: int = 2
+
+
+def batches(seed: int, batch: int, palettes=data.TRAIN_PALETTES) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    rng = np.random.default_rng(seed)
+    while True:
+        images, prompts, _, _ = data.sample_batch(rng, batch, palettes)
+        yield torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, prompts
+
+
+def _log_progress(stage: str, step: int, total: int, loss: float, start: float) -> None:
+    if step % 50 == 0 or step == total:
+        elapsed = time.perf_counter() - start
+        log.info("%s step %d/%d loss %.4f (%.0f s, %.2f s/step)", stage, step, total, loss, elapsed, elapsed / step)
+
+
+def train_vae(work: Path, cfg: DemoConfig):
+    from diffusers import AutoencoderKL
+
+    out = work / "sd" / "vae"
+    if (out / "config.json").is_file():
+        return AutoencoderKL.from_pretrained(out)
+    torch.manual_seed(cfg.seed)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                        block_out_channels=(32, 64, 64), norm_num_groups=16, sample_size=data.IMAGE_SIZE,
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=cfg.vae_steps, pct_start=0.05)
+    stream = batches(cfg.seed + 1, cfg.vae_batch)
+    start = time.perf_counter()
+    losses = []
+    for step in range(1, cfg.vae_steps + 1):
+        images, _ = next(stream)
+        x = images * 2 - 1
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample()).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        _log_progress("vae", step, cfg.vae_steps, float(np.mean(losses[-50:])), start)
+    vae.eval()
+    with torch.no_grad():  # SD's convention: latents scaled to unit variance
+        images, _ = next(batches(cfg.seed + 99, 256))
+        std = vae.encode(images * 2 - 1).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=1.0 / std)
+    vae.save_pretrained(out)
+    (work / "vae.loss.json").write_text(json.dumps(losses))
+    return vae
+
+
+def write_tokenizer(work: Path):
+    from transformers import CLIPTokenizer
+
+    out = work / "sd" / "tokenizer"
+    loaders.write_clip_tokenizer(out, list(data.WORDS), max_length=MAX_TOKENS)
+    return CLIPTokenizer.from_pretrained(out)
+
+
+def train_base(work: Path, cfg: DemoConfig, vae):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    sd = work / "sd"
+    tokenizer = write_tokenizer(work)
+    if (sd / "unet" / "config.json").is_file() and (sd / "text_encoder" / "config.json").is_file():
+        return
+    torch.manual_seed(cfg.seed + 2)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=64,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=data.IMAGE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 64, 64, 64), norm_num_groups=16, cross_attention_dim=64, attention_head_dim=8,
+    )
+    scheduler_config = dict(loaders.SD15_SCHEDULER_CONFIG)
+    noise_scheduler = DDPMScheduler.from_config(scheduler_config)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-4, total_steps=cfg.base_steps, pct_start=0.05)
+    vae.eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    stream = batches(cfg.seed + 4, cfg.base_batch)
+    start = time.perf_counter()
+    losses = []
+    for step in range(1, cfg.base_steps + 1):
+        images, prompts = next(stream)
+        with torch.no_grad():
+            x0 = vae.encode(images * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+        drop = torch.rand(len(prompts), generator=gen) < 0.1
+        ids = tokenizer(["" if d else p for p, d in zip(prompts, drop.tolist())], padding="max_length",
+                        max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
+        eps = unet(noise_scheduler.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
+        loss = F.mse_loss(eps, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        _log_progress("base", step, cfg.base_steps, float(np.mean(losses[-50:])), start)
+    (sd / "scheduler").mkdir(parents=True, exist_ok=True)
+    (sd / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2))
+    text_encoder.save_pretrained(sd / "text_encoder")
+    unet.save_pretrained(sd / "unet")
+    (work / "base.loss.json").write_text(json.dumps(losses))
+
+
+def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
+    from stylegen_trt.training.branch import BranchTrainer, TrainConfig, train_branch
+
+    out = work / "branch.safetensors"
+    if out.is_file():
+        return out
+    base = loaders.load_base(work / "sd")
+    encoder = loaders.load_style_encoder(work / "vgg19.pth")
+    branch = loaders.new_branch(base, seed=cfg.seed, stem_hidden=32)
+    train_cfg = TrainConfig(steps=cfg.branch_steps, batch_size=cfg.branch_batch, learning_rate=3e-4,
+                            caption_dropout=0.1, style_image_size=data.IMAGE_SIZE, checkpoint_every=250,
+                            seed=cfg.seed + 5)
+    trainer = BranchTrainer(base, encoder, branch, train_cfg)
+    start = time.perf_counter()
+    losses: list[float] = []
+
+    def on_step(step: int, loss: float) -> None:
+        losses.append(loss)
+        _log_progress("branch", step, cfg.branch_steps, float(np.mean(losses[-50:])), start)
+
+    return train_branch(trainer, batches(cfg.seed + 6, cfg.branch_batch), out, on_step)
+
+
+def export_demo(work: Path, out: Path, cfg: DemoConfig, seconds: dict) -> Path:
+    from stylegen_trt.export.bundle import export_bundle
+    from stylegen_trt.export.graphs import ExportLimits
+
+    base = loaders.load_base(work / "sd")
+    encoder = loaders.load_style_encoder(work / "vgg19.pth")
+    branch = loaders.load_branch(base, work / "branch.safetensors")
+    limits = ExportLimits(min_size=16, max_size=64, native_size=data.IMAGE_SIZE, max_images=4,
+                          style_image_size=data.IMAGE_SIZE, max_styles=4)
+    description = {
+        "kind": "demo",
+        "base": "demo model: tiny SD-1.x-shaped VAE/CLIP/UNet trained from scratch on procedural shapes",
+        "vgg": f"seeded random VGG19 filters (seed {cfg.seed}), not ImageNet weights",
+        "branch": "trained on procedural textures (self-style), base frozen",
+        "note": "a demonstration of the method on 32x32 procedural images; it knows only shapes "
+                f"({', '.join(data.SHAPES)}), positions, sizes and texture styles",
+        "training": {"config": asdict(cfg), "seconds": seconds},
+    }
+    return export_bundle(base, encoder, branch, out, limits, description=description)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "bundle")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-steps", type=int, default=DemoConfig.vae_steps)
+    parser.add_argument("--base-steps", type=int, default=DemoConfig.base_steps)
+    parser.add_argument("--branch-steps", type=int, default=DemoConfig.branch_steps)
+    parser.add_argument("--threads", type=int, default=DemoConfig.threads)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = DemoConfig(seed=args.seed, vae_steps=args.vae_steps, base_steps=args.base_steps,
+                     branch_steps=args.branch_steps, threads=args.threads)
+    torch.set_num_threads(cfg.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if not (args.work / "vgg19.pth").is_file():
+        loaders.make_tiny_vgg(args.work / "vgg19.pth", cfg.seed)
+    seconds = {}
+    for stage, fn in (("vae", lambda: train_vae(args.work, cfg)),):
+        t0 = time.perf_counter()
+        vae = fn()
+        seconds[stage] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    train_base(args.work, cfg, vae)
+    seconds["base"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    train_style_branch(args.work, cfg)
+    seconds["branch"] = round(time.perf_counter() - t0, 1)
+    (args.work / "seconds.json").write_text(json.dumps(seconds))
+    export_demo(args.work, args.out, cfg, seconds)
+    log.info("demo bundle written to %s; stage seconds %s", args.out, seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Style-branch training, as in the patent: base frozen, self-style S, eps-prediction MSE.
+
+For each image: its latent x_0 (frozen VAE), its own style map S (frozen style encoder;
+no paired content/style data needed), its caption's encoding c (frozen text encoder,
+dropped to "" with probability ``caption_dropout`` so CFG works), a random t and noise;
+minimise ||eps - eps_theta(x_t, t, c, S)||^2 over the branch's weights only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from stylegen_trt.models.loaders import BaseModel, save_branch
+from stylegen_trt.models.style_branch import ResidualUNet, StyleBranch, resize_style_map
+from stylegen_trt.models.style_encoder import StyleEncoder
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, list[str]]  # images (B, 3, H, W) in [0, 1], captions
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 4
+    grad_accumulation: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    caption_dropout: float = 0.1
+    style_image_size: int = 512
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (CUDA)
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "cpu"
+
+
+def encode_latents(base: BaseModel, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    posterior = base.vae.encode(images * 2 - 1).latent_dist
+    noise = torch.randn(posterior.mean.shape, generator=generator, device=images.device)
+    return (posterior.mean + posterior.std * noise) * base.latent_scale
+
+
+def style_maps(encoder: StyleEncoder, images: torch.Tensor, image_size: int, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """Self-style S of each image, at the latent size (patent S1-S2, then the branch's input)."""
+    pixels = F.interpolate(images, size=(image_size, image_size), mode="bicubic", align_corners=False).clamp(0, 1)
+    return resize_style_map(encoder(pixels), *latent_hw)
+
+
+class BranchTrainer:
+    """Holds the frozen parts, the trainable branch and its optimiser; ``step`` does one update."""
+
+    def __init__(self, base: BaseModel, encoder: StyleEncoder, branch: StyleBranch, config: TrainConfig):
+        from diffusers import DDPMScheduler
+
+        self.base, self.encoder, self.branch, self.config = base, encoder, branch, config
+        for frozen in (base.unet, base.vae, base.text_encoder, encoder):
+            frozen.requires_grad_(False).eval()
+        self.unet = ResidualUNet(base.unet)
+        branch.requires_grad_(True).train()
+        branch.empty_context.requires_grad_(False)
+        self.noise_scheduler = DDPMScheduler.from_config(base.scheduler_config)
+        self.optimizer = torch.optim.AdamW([p for p in branch.parameters() if p.requires_grad],
+                                           lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step_count = 0
+        use_cuda = config.device.startswith("cuda")
+        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
+        self.scaler = torch.amp.GradScaler("cuda") if use_cuda and config.mixed_precision == "fp16" else None
+
+    def loss(self, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        base, cfg = self.base, self.config
+        with torch.no_grad():
+            x0 = encode_latents(base, images, self.generator)
+            s = style_maps(self.encoder, images, cfg.style_image_size, tuple(x0.shape[-2:]))
+            drop = torch.rand(len(captions), generator=self.generator) < cfg.caption_dropout
+            context = base.encode_prompts(["" if d else c for c, d in zip(captions, drop.tolist())])
+            noise = torch.randn(x0.shape, generator=self.generator)
+            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=self.generator)
+            x_t = self.noise_scheduler.add_noise(x0, noise, t)
+        with torch.autocast(self.config.device.split(":")[0], dtype=self.autocast_dtype,
+                            enabled=self.autocast_dtype is not None):
+            residuals = self.branch(s, t.float(), torch.ones(1))
+            eps = self.unet(x_t, t.float(), context, *residuals)
+        return F.mse_loss(eps.float(), noise)
+
+    def step(self, batches: Iterator[Batch]) -> float:
+        """One optimiser update over ``grad_accumulation`` micro-batches; returns the mean loss."""
+        total = 0.0
+        for _ in range(self.config.grad_accumulation):
+            images, captions = next(batches)
+            loss = self.loss(images.to(self.config.device), captions) / self.config.grad_accumulation
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total += loss.item()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        return total
+
+    # --- checkpoints: branch weights + optimiser + RNG + step, so a resumed run continues exactly ---
+
+    def save_checkpoint(self, path: Path) -> None:
+        tmp = Path(f"{path}.tmp")
+        torch.save({"branch": self.branch.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "generator": self.generator.get_state(), "step": self.step_count,
+                    "config": asdict(self.config)}, tmp)
+        tmp.replace(path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.branch.load_state_dict(state["branch"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step_count = state["step"]
+
+
+def train_branch(trainer: BranchTrainer, batches: Iterator[Batch], out_path: Path,
+                 on_step: Callable[[int, float], None] | None = None, resume: bool = True) -> Path:
+    """Run to ``config.steps``, checkpointing beside ``out_path``; writes the branch safetensors and a loss log."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_path.with_suffix(".ckpt")
+    loss_log = out_path.with_suffix(".loss.jsonl")
+    if resume and checkpoint.is_file():
+        trainer.load_checkpoint(checkpoint)
+        log.info("resumed from %s at step %d", checkpoint, trainer.step_count)
+    elif loss_log.exists():
+        loss_log.unlink()
+    cfg = trainer.config
+    start = time.perf_counter()
+    with open(loss_log, "a") as log_file:
+        while trainer.step_count < cfg.steps:
+            loss = trainer.step(batches)
+            log_file.write(json.dumps({"step": trainer.step_count, "loss": loss,
+                                       "seconds": round(time.perf_counter() - start, 2)}) + "\n")
+            if on_step:
+                on_step(trainer.step_count, loss)
+            if trainer.step_count % cfg.checkpoint_every == 0 or trainer.step_count == cfg.steps:
+                log_file.flush()
+                trainer.save_checkpoint(checkpoint)
+    trainer.branch.eval().requires_grad_(False)
+    save_branch(trainer.branch, out_path)
+    return out_path
