@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 
@@ -88,7 +87,3 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
     atomic_write_bytes(path, png_bytes(image))
-    # the temporary file behind the atomic write is private (0600); give the PNG a normal file's mode
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
