@@ -180,9 +180,9 @@ def generate(
     style_weight: List[float] = typer.Option([], "--style-weight", help="One per --style (default: equal, summing to 1)."),
     style_scale: float = typer.Option(1.0, "--style-scale"),
     style_window: tuple[float, float] = typer.Option((0.0, 1.0), "--style-window", help="START END fractions of the schedule."),
-    scheduler: str = typer.Option("ddpm", "--scheduler", help="ddpm (the patent's, default) | ddim | dpmpp"),
-    steps: int = typer.Option(50, "--steps"),
-    guidance: float = typer.Option(7.5, "--guidance"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="ddpm (the patent's) | ddim | dpmpp [default: the bundle's, ddpm]"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="[default: the bundle's, 50]"),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="[default: the bundle's, 7.5]"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     n: int = typer.Option(1, "--n"),
     height: Optional[int] = typer.Option(None, "--height"),
@@ -221,20 +221,23 @@ def generate(
             fail(f"--latents {latents} is an .npz archive: save the single array x_T with numpy.save (.npy)")
         if x_t.ndim != 4:
             fail(f"--latents has shape {x_t.shape}: x_T needs 4 dimensions (n, 4, H/8, W/8)")
+    b = open_bundle(_bundle_or_demo(bundle))
+    defaults = b.manifest["defaults"]
     request = GenerationRequest(
         prompt=prompt, negative=negative,
         style=StyleRequest(tuple(style), tuple(style_weight) if style_weight else None, style_scale, style_window),
-        scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, n=n,
-        height=height, width=width, latents=x_t,
+        scheduler=defaults["scheduler"] if scheduler is None else scheduler,
+        steps=defaults["steps"] if steps is None else steps,
+        guidance=defaults["guidance"] if guidance is None else guidance,
+        seed=seed, n=n, height=height, width=width, latents=x_t,
     )
-    b = open_bundle(_bundle_or_demo(bundle))
     check_request(request, b.manifest)  # before opening engines: bad input fails fast
     for path in style:
         from stylegen_trt.runtime.images import read_image_file
         read_image_file(path)
     with StylePipeline(b, EngineOptions(device=device, threads=threads)) as pipe:
         with Progress(transient=True) as progress:
-            task = progress.add_task("denoising", total=steps)
+            task = progress.add_task("denoising", total=request.steps)
             result = pipe.generate(request, on_step=lambda i, total: progress.update(task, completed=i, total=total))
     paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(n)]
     written: list[Path] = []
@@ -282,6 +285,213 @@ def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory (d
         lines.append(f"  file {name}: {f['bytes'] / 2**20:.1f} MiB sha256 {f['sha256'][:16]}...")
     lines.append(f"  tools: {json.dumps(m['tool_versions'])}")
     typer.echo("\n".join(lines))
+
+
+@app.command()
+@user_errors
+def train(
+    base: Path = typer.Option(..., "--base", help="Local SD 1.x directory in diffusers layout (frozen)."),
+    data: Path = typer.Option(..., "--data", help="Folder of images with metadata.jsonl or a .txt caption beside each."),
+    out: Path = typer.Option(..., "--out", help="Branch weights to write (.safetensors); checkpoint and loss log go beside it."),
+    vgg: Optional[Path] = typer.Option(None, "--vgg", help="torchvision's vgg19-dcbbb69f.pth (default: torch hub cache)."),
+    steps: int = typer.Option(1000, "--steps"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    grad_accumulation: int = typer.Option(1, "--grad-accumulation"),
+    learning_rate: float = typer.Option(1e-4, "--lr"),
+    caption_dropout: float = typer.Option(0.1, "--caption-dropout"),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Training image size (default: the base model's native size)."),
+    style_image_size: int = typer.Option(512, "--style-image-size"),
+    mixed_precision: str = typer.Option("no", "--mixed-precision", help="no | fp16 | bf16 (CUDA)"),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the checkpoint beside --out."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
+    seed: int = typer.Option(0, "--seed"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Train the style branch on a folder of captioned images (base frozen, self-style, as in the patent)."""
+    setup_logging(verbose)
+    for label, value in (("--steps", steps), ("--batch-size", batch_size), ("--grad-accumulation", grad_accumulation),
+                         ("--checkpoint-every", checkpoint_every)):
+        if value < 1:
+            fail(f"{label} must be >= 1, got {value}")
+    if mixed_precision not in ("no", "fp16", "bf16"):
+        fail(f"unknown --mixed-precision {mixed_precision!r}: choose no, fp16 or bf16")
+    if mixed_precision != "no" and not device.startswith("cuda"):
+        fail("--mixed-precision needs --device cuda")
+    if out.suffix != ".safetensors":
+        fail(f"--out {out} must end in .safetensors")
+    if not 0.0 <= caption_dropout < 1.0:
+        fail("--caption-dropout must be in [0, 1)")
+    check_output_location(out)
+    if not verbose:
+        quiet_progress_bars()
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from stylegen_trt.models import loaders
+    from stylegen_trt.training.branch import BranchTrainer, TrainConfig, train_branch
+    from stylegen_trt.training.data import folder_batches, scan_folder
+
+    items = scan_folder(data)
+    base_model = loaders.load_base(base)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            fail("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
+    encoder = loaders.load_style_encoder(vgg)
+    branch = loaders.new_branch(base_model, seed)
+    config = TrainConfig(steps=steps, batch_size=batch_size, grad_accumulation=grad_accumulation,
+                         learning_rate=learning_rate, caption_dropout=caption_dropout,
+                         style_image_size=style_image_size, mixed_precision=mixed_precision,
+                         checkpoint_every=checkpoint_every, seed=seed, device=device)
+    for module in (base_model.unet, base_model.vae, base_model.text_encoder, encoder, branch):
+        module.to(device)
+    trainer = BranchTrainer(base_model, encoder, branch, config)
+    batches = folder_batches(items, resolution or base_model.native_size, batch_size, seed)
+    typer.echo(f"training on {len(items)} captioned images from {data}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn()) as progress:
+        task = progress.add_task("training", total=steps, loss=float("nan"))
+        train_branch(trainer, batches, out, lambda step, loss: progress.update(task, completed=step, loss=loss),
+                     resume=resume)
+    typer.echo(f"wrote {out} (loss log {out.with_suffix('.loss.jsonl')})")
+
+
+def _demo_judge():
+    from stylegen_trt.demo import classifier, data
+
+    model = classifier.load()
+
+    def judge(images, prompts):
+        wanted = [data.parse_prompt(p) for p in prompts]
+        return [w is not None and classifier.matches(p, w) for p, w in zip(classifier.predict(model, images), wanted)]
+
+    return judge
+
+
+def _stysim_for(b, vgg: Optional[Path]):
+    from stylegen_trt.metrics.stysim import StySim
+
+    if vgg is not None:
+        import torch
+        state = torch.load(vgg, map_location="cpu", weights_only=True)
+    elif b.is_demo or b.manifest.get("description", {}).get("kind") == "tiny":
+        from stylegen_trt.models.style_encoder import random_vgg19_state
+        state = random_vgg19_state(b.manifest["description"].get("training", {}).get("config", {}).get("seed", 0))
+    else:
+        fail("StySim needs VGG19 weights: pass --vgg vgg19-dcbbb69f.pth")
+    return StySim(state, b.manifest["style"]["image_size"])
+
+
+@app.command(name="eval")
+@user_errors
+def evaluate_command(
+    style: List[Path] = typer.Option([], "--style", help="Style image; repeat. Default for the demo: held-out swatches."),
+    prompt: List[str] = typer.Option([], "--prompt", help="Prompt; repeat. Default for the demo: every content."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle"),
+    vgg: Optional[Path] = typer.Option(None, "--vgg", help="VGG19 weights for StySim (the demo uses its own)."),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="Local Inception weights for FID/KID."),
+    clip: Optional[Path] = typer.Option(None, "--clip", help="Local CLIP weights for CLIPSIM."),
+    scheduler: str = typer.Option("ddpm", "--scheduler"),
+    steps: int = typer.Option(50, "--steps"),
+    guidance: float = typer.Option(7.5, "--guidance"),
+    images_per_pair: int = typer.Option(1, "--images-per-pair"),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (every pair) here."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """StySim (the patent's metric) with vs without style guidance, and content accuracy for the demo."""
+    setup_logging(verbose)
+    import tempfile
+
+    from rich.progress import Progress
+
+    from stylegen_trt.metrics.evaluate import EvalSettings, evaluate, write_report
+    from stylegen_trt.runtime.bundle import open_bundle
+    from stylegen_trt.runtime.images import save_png
+    from stylegen_trt.runtime.pipeline import StylePipeline
+
+    if json_out is not None:
+        check_output_location(json_out)
+    b = open_bundle(_bundle_or_demo(bundle))
+    with tempfile.TemporaryDirectory(prefix="stylegen-eval-") as tmp:
+        styles = list(style)
+        prompts = list(prompt)
+        if b.is_demo:
+            from stylegen_trt.demo import data
+
+            if not styles:
+                for name, swatch in data.heldout_swatches():
+                    save_png(swatch, Path(tmp) / f"{name}.png")
+                    styles.append(Path(tmp) / f"{name}.png")
+            prompts = prompts or [c.prompt for c in data.all_contents()]
+        if not styles or not prompts:
+            fail("give at least one --style and one --prompt")
+        for label, weights in (("FID/KID", inception), ("CLIPSIM", clip)):
+            if weights is None:
+                typer.echo(f"{label}: skipped (needs local weights: pass --{'inception' if label == 'FID/KID' else 'clip'} PATH; "
+                           "nothing is downloaded)", err=True)
+            else:
+                typer.echo(f"{label}: not implemented in this build; reporting StySim and content accuracy only", err=True)
+        settings = EvalSettings(scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
+                                images_per_pair=images_per_pair)
+        stysim = _stysim_for(b, vgg)
+        judge = _demo_judge() if b.is_demo else None
+        with StylePipeline(b) as pipe, Progress(transient=True) as progress:
+            task = progress.add_task("evaluating", total=len(styles) * len(prompts))
+            report = evaluate(pipe, prompts, styles, stysim, settings, judge,
+                              on_pair=lambda i, total: progress.update(task, completed=i))
+    typer.echo(report.table())
+    if json_out is not None:
+        write_report(report, json_out)
+        typer.echo(f"wrote {json_out}")
+
+
+@app.command()
+@user_errors
+def grid(
+    out: Path = typer.Option(..., "--out", help="PNG of the grid: columns = prompts, rows = no style + each style."),
+    prompt: List[str] = typer.Option([], "--prompt", help="Prompt; repeat (demo default: four shapes)."),
+    style: List[Path] = typer.Option([], "--style", help="Style image; repeat (demo default: examples/styles)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle"),
+    scheduler: str = typer.Option("ddpm", "--scheduler"),
+    steps: int = typer.Option(50, "--steps"),
+    guidance: float = typer.Option(7.5, "--guidance"),
+    seed: int = typer.Option(0, "--seed"),
+    cell: int = typer.Option(96, "--cell", help="Pixel size of each cell (images are upscaled, nearest)."),
+):
+    """A prompts x styles grid (plus the no-style row), each row headed by its style image."""
+    import numpy as np
+    from PIL import Image
+
+    from stylegen_trt.runtime.bundle import open_bundle
+    from stylegen_trt.runtime.images import read_image_file, save_png
+    from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest
+
+    check_output_location(out)
+    b = open_bundle(_bundle_or_demo(bundle))
+    prompts = list(prompt) or (["a large circle in the center", "a small square on the left",
+                                "a large triangle on the right", "a large cross in the center"] if b.is_demo else [])
+    styles = list(style) or sorted((Path(__file__).parent.parent / "examples" / "styles").glob("*.png"))
+    if not prompts:
+        fail("give at least one --prompt")
+
+    def fit(image: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(image).resize((cell, cell), Image.NEAREST))
+
+    blank = np.full((cell, cell, 3), 255, np.uint8)
+    rows = []
+    with StylePipeline(b) as pipe:
+        for style_path in [None, *styles]:
+            head = blank if style_path is None else fit((read_image_file(style_path)[0] * 255).round().astype(np.uint8))
+            cells = [head]
+            for i, p in enumerate(prompts):
+                request = GenerationRequest(p, scheduler=scheduler, steps=steps, guidance=guidance, seed=seed + i,
+                                            style=StyleRequest((style_path,) if style_path else ()))
+                cells.append(fit(pipe.generate(request).images[0]))
+            rows.append(np.concatenate(cells, axis=1))
+    save_png(np.concatenate(rows, axis=0), out)
+    typer.echo(f"wrote {out}: {len(rows)} rows (no style + {len(styles)} styles) x {len(prompts)} prompts")
 
 
 def main() -> None:

@@ -137,3 +137,30 @@ def sample_batch(rng: np.random.Generator, batch: int, palettes: tuple[int, ...]
     styles = [random_style(rng, palettes) for _ in range(batch)]
     images = np.stack([render(c, s) for c, s in zip(contents, styles)])
     return images, [c.prompt for c in contents], contents, styles
+
+
+def parse_prompt(prompt: str) -> Content | None:
+    """The Content a demo prompt asks for, or None if it does not name a shape and a position."""
+    words = prompt.lower().replace(",", " ").split()
+    shape = next((SHAPES.index(w) for w in words if w in SHAPES), None)
+    position = next((POSITIONS.index(w) for w in words if w in POSITIONS), None)
+    size = next((SIZES.index(w) for w in words if w in SIZES), 0)
+    if shape is None or position is None:
+        return None
+    return Content(shape, position, size)
+
+
+def all_contents() -> list[Content]:
+    return [Content(s, p, z) for s in range(len(SHAPES)) for p in range(len(POSITIONS)) for z in range(len(SIZES))]
+
+
+def heldout_swatches(count_per_palette: int = 2, seed: int = 7, size: int = 128) -> list[tuple[str, np.ndarray]]:
+    """Style swatches in palettes never used in training, rendered at ``size`` px (same texture scale)."""
+    rng = np.random.default_rng(seed)
+    swatches = []
+    for palette in HELDOUT_PALETTES:
+        for k in range(count_per_palette):
+            style = random_style(rng, (palette,))
+            name = f"{TEXTURES[style.texture]}-p{palette}-{k}"
+            swatches.append((name, render(None, style, size=size)))
+    return swatches

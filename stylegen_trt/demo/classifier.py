@@ -1,0 +1,110 @@
+"""Content classifier for the demo: which shape, where, how large - judged from pixels.
+
+Trained on the procedural training data only (training palettes, random textures),
+never on generated images, so it is an independent judge of whether a generated image
+shows what its prompt asked for.
+
+    python -m stylegen_trt.demo.classifier   # trains and writes demo/content_classifier.safetensors
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stylegen_trt.demo import data
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = Path(__file__).parent / "content_classifier.safetensors"
+HEADS = {"shape": len(data.SHAPES), "position": len(data.POSITIONS), "size": len(data.SIZES)}
+
+
+class ContentClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(  # small on purpose: it trains in about a minute on a CPU
+            nn.Conv2d(3, 24, 3, padding=1, stride=2), nn.ReLU(),
+            nn.Conv2d(24, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.heads = nn.ModuleDict({k: nn.Linear(64 * 4 * 4, n) for k, n in HEADS.items()})
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.features(images).flatten(1)
+        return {k: head(z) for k, head in self.heads.items()}
+
+
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-1] != data.IMAGE_SIZE:
+        x = F.interpolate(x, size=(data.IMAGE_SIZE, data.IMAGE_SIZE), mode="bilinear", align_corners=False)
+    return x
+
+
+def _labels(contents: list[data.Content]) -> dict[str, torch.Tensor]:
+    return {k: torch.tensor([getattr(c, k) for c in contents]) for k in HEADS}
+
+
+def train(steps: int = 800, batch: int = 32, seed: int = 0) -> ContentClassifier:
+    torch.manual_seed(seed)
+    model = ContentClassifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    rng = np.random.default_rng(seed + 100)
+    for step in range(1, steps + 1):
+        images, _, contents, _ = data.sample_batch(rng, batch, data.TRAIN_PALETTES)
+        logits = model(_tensor(images))
+        labels = _labels(contents)
+        loss = sum(F.cross_entropy(logits[k], labels[k]) for k in HEADS)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0:
+            log.info("classifier step %d loss %.4f", step, loss.item())
+    return model.eval()
+
+
+def load(path: Path = WEIGHTS) -> ContentClassifier:
+    from safetensors.torch import load_file
+
+    model = ContentClassifier()
+    model.load_state_dict(load_file(str(path)))
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def predict(model: ContentClassifier, images: np.ndarray) -> list[data.Content]:
+    logits = model(_tensor(images))
+    picks = {k: v.argmax(1).tolist() for k, v in logits.items()}
+    return [data.Content(s, p, z) for s, p, z in zip(picks["shape"], picks["position"], picks["size"])]
+
+
+def matches(predicted: data.Content, wanted: data.Content) -> bool:
+    """Content matches the prompt when shape and position are right (size is reported apart)."""
+    return predicted.shape == wanted.shape and predicted.position == wanted.position
+
+
+def main() -> None:
+    from safetensors.torch import save_file
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(2)
+    model = train()
+    rng = np.random.default_rng(12345)
+    images, _, contents, _ = data.sample_batch(rng, 512, data.HELDOUT_PALETTES)
+    predicted = predict(model, images)
+    accuracy = np.mean([matches(p, c) for p, c in zip(predicted, contents)])
+    size_accuracy = np.mean([p.size == c.size for p, c in zip(predicted, contents)])
+    log.info("held-out-palette accuracy: shape+position %.3f, size %.3f", accuracy, size_accuracy)
+    save_file(model.state_dict(), str(WEIGHTS))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Training data from a folder: images with captions, diffusers' ImageFolder convention.
+
+Captions come from ``metadata.jsonl`` (one ``{"file_name": ..., "text": ...}`` per line)
+or, failing that, from a ``.txt`` file beside each image. Bad items (unreadable image,
+missing caption) are reported by name and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stylegen_trt.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    caption: str
+
+
+def scan_folder(root: Path) -> list[Item]:
+    """Pair every image with its caption; report and skip what cannot be paired."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"training data folder {root} does not exist")
+    captions: dict[str, str] = {}
+    metadata = root / "metadata.jsonl"
+    if metadata.is_file():
+        for number, line in enumerate(metadata.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                captions[row["file_name"]] = str(row["text"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                log.warning("%s line %d: not a {file_name, text} record; skipped", metadata, number)
+    items = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        name = str(path.relative_to(root))
+        caption = captions.get(name)
+        if caption is None and path.with_suffix(".txt").is_file():
+            caption = path.with_suffix(".txt").read_text().strip()
+        if caption is None:
+            log.warning("%s has no caption (metadata.jsonl or %s); skipped", path, path.with_suffix(".txt").name)
+            continue
+        items.append(Item(path, caption))
+    if not items:
+        raise UserError(f"no captioned images in {root}: add metadata.jsonl or a .txt beside each image")
+    return items
+
+
+def load_image(path: Path, resolution: int) -> np.ndarray | None:
+    """(3, res, res) float32 in [0, 1], resized (shorter side) and centre-cropped; None if unreadable."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            scale = resolution / min(img.size)
+            size = (max(resolution, round(img.width * scale)), max(resolution, round(img.height * scale)))
+            img = img.resize(size, Image.BICUBIC)
+            left, top = (img.width - resolution) // 2, (img.height - resolution) // 2
+            img = img.crop((left, top, left + resolution, top + resolution))
+            return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        log.warning("%s is unreadable (%s); skipped", path, exc)
+        return None
+
+
+def folder_batches(items: list[Item], resolution: int, batch: int, seed: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    """Endless shuffled batches; unreadable images are dropped for good after their first failure."""
+    rng = np.random.default_rng(seed)
+    alive = list(items)
+    images: list[np.ndarray] = []
+    captions: list[str] = []
+    while alive:
+        bad = set()
+        for index in rng.permutation(len(alive)):
+            item = alive[index]
+            pixels = load_image(item.path, resolution)
+            if pixels is None:
+                bad.add(index)
+                continue
+            images.append(pixels)
+            captions.append(item.caption)
+            if len(images) == batch:
+                yield torch.from_numpy(np.stack(images)), captions
+                images, captions = [], []
+        alive = [item for i, item in enumerate(alive) if i not in bad]
+    raise UserError("every training image was unreadable")
