@@ -178,7 +178,7 @@ def generate(
     negative: str = typer.Option("", "--negative"),
     style: List[Path] = typer.Option([], "--style", help="Style image; repeat to blend several."),
     style_weight: List[float] = typer.Option([], "--style-weight", help="One per --style (default: equal, summing to 1)."),
-    style_scale: float = typer.Option(1.0, "--style-scale"),
+    style_scale: Optional[float] = typer.Option(None, "--style-scale", help="[default: the bundle's, 1.0]"),
     style_window: tuple[float, float] = typer.Option((0.0, 1.0), "--style-window", help="START END fractions of the schedule."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="ddpm (the patent's) | ddim | dpmpp [default: the bundle's, ddpm]"),
     steps: Optional[int] = typer.Option(None, "--steps", help="[default: the bundle's, 50]"),
@@ -225,7 +225,8 @@ def generate(
     defaults = b.manifest["defaults"]
     request = GenerationRequest(
         prompt=prompt, negative=negative,
-        style=StyleRequest(tuple(style), tuple(style_weight) if style_weight else None, style_scale, style_window),
+        style=StyleRequest(tuple(style), tuple(style_weight) if style_weight else None,
+                           defaults["style_scale"] if style_scale is None else style_scale, style_window),
         scheduler=defaults["scheduler"] if scheduler is None else scheduler,
         steps=defaults["steps"] if steps is None else steps,
         guidance=defaults["guidance"] if guidance is None else guidance,

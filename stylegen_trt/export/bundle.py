@@ -25,6 +25,7 @@ from stylegen_trt.models.style_encoder import STYLE_MAP_SIZE, StyleEncoder
 
 log = logging.getLogger(__name__)
 
+DEFAULTS = {"scheduler": "ddpm", "steps": 50, "guidance": 7.5, "style_scale": 1.0}  # the patent's DDPM-50
 TOOLS = ("stylegen-trt", "torch", "diffusers", "transformers", "onnx", "onnxruntime", "onnx-graphsurgeon", "tokenizers")
 
 
@@ -54,6 +55,7 @@ def export_bundle(
     *,
     external_data_threshold: int = TWO_GB,
     description: dict | None = None,
+    defaults: dict | None = None,
     on_graph: Callable[[str], None] | None = None,
 ) -> Path:
     """Export every graph of the style-guided model into a new bundle at ``out_dir`` (replacing one there)."""
@@ -95,7 +97,7 @@ def export_bundle(
                       "multiple": 8, "max_images": limits.max_images},
             "style": {"image_size": limits.style_image_size, "map_size": STYLE_MAP_SIZE,
                       "max_styles": limits.max_styles, "resize": "adaptive_avg_pool"},
-            "defaults": {"scheduler": "ddpm", "steps": 50, "guidance": 7.5, "style_scale": 1.0},
+            "defaults": {**DEFAULTS, **(defaults or {})},
             "opset": OPSET,
             "tool_versions": tool_versions(),
         }
