@@ -495,5 +495,103 @@ def grid(
     typer.echo(f"wrote {out}: {len(rows)} rows (no style + {len(styles)} styles) x {len(prompts)} prompts")
 
 
+@app.command()
+@user_errors
+def bench(
+    ctx: typer.Context,
+    config: Optional[str] = typer.Option(None, "--config", help="tiny | small (default) | sd15: random-weight models, "
+                                         "built and exported once, cached under ~/.cache/stylegen-trt/bench."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Your own bundle (instead of --config); needs --base."),
+    base: Optional[Path] = typer.Option(None, "--base", help="With --bundle: the SD 1.x directory it was exported from."),
+    vgg: Optional[Path] = typer.Option(None, "--vgg", help="With --bundle: the VGG19 checkpoint (default: torch hub cache)."),
+    branch: Optional[Path] = typer.Option(None, "--branch", help="With --bundle: the branch weights it was exported with."),
+    prompt: str = typer.Option("a red cat painting", "--prompt", "-p"),
+    negative: str = typer.Option("", "--negative"),
+    style: Optional[Path] = typer.Option(None, "--style", help="Style image (default: a procedural swatch)."),
+    scheduler: str = typer.Option("ddpm", "--scheduler"),
+    steps: int = typer.Option(50, "--steps"),
+    guidance: float = typer.Option(7.5, "--guidance"),
+    seed: int = typer.Option(0, "--seed"),
+    size: Optional[int] = typer.Option(None, "--size", help="Square image side in pixels (default: the bundle's native size)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Threads for both sides (default: every usable core)."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed rounds (after --warmup rounds)."),
+    warmup: int = typer.Option(1, "--warmup"),
+    overhead_steps: int = typer.Option(10, "--overhead-steps", help="Steps of the style-overhead runs."),
+    quality: str = typer.Option("ddpm:50,dpmpp:10,dpmpp:20", "--quality", help="SAMPLER:STEPS,... for steps-for-quality."),
+    skip: List[str] = typer.Option([], "--skip", help="Leave out a section: cold_start, style_overhead, steps_for_quality."),
+    cold_repeats: int = typer.Option(1, "--cold-repeats", help="Fresh processes per side for cold start and peak RSS."),
+    tolerance: int = typer.Option(2, "--tolerance", help="Outputs agree if max |runtime - torch| over uint8 pixels <= this."),
+    gemm_size: int = typer.Option(2048, "--gemm-size", help="Matrix side of the fp32 GEMM-rate measurement."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where --config models are cached."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure here as JSON."),
+    markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write a RESULTS.md-style report here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Stage-breakdown PNG (default with --markdown: beside it)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Time the runtime against the PyTorch eager reference on the same work; check they agree.
+
+    Exit code 1 if the two sides' images disagree (results are still written).
+    """
+    import shlex
+
+    setup_logging(verbose)
+    logging.getLogger("stylegen_trt.bench").setLevel(logging.INFO)  # progress of a long run, on stderr
+    if not verbose:
+        quiet_progress_bars()
+    from stylegen_trt.bench import configs, report
+    from stylegen_trt.bench.harness import BenchSettings, run_bench
+    from stylegen_trt.files import atomic_write_bytes
+
+    if bundle is not None and config is not None:
+        fail("give either --config or --bundle, not both")
+    if bundle is not None and base is None:
+        fail("--bundle needs --base: the SD 1.x directory the bundle was exported from (the PyTorch side runs it)")
+    if bundle is None and any(x is not None for x in (base, vgg, branch)):
+        fail("--base, --vgg and --branch go with --bundle")
+    if threads is not None and threads < 1:
+        fail("--threads must be >= 1")
+    if style is not None and not style.is_file():
+        fail(f"--style {style} not found: check the path")
+    try:
+        quality_runs = tuple((name.strip(), int(k)) for name, k in (item.split(":") for item in quality.split(",") if item))
+    except ValueError:
+        fail(f"--quality {quality!r} must look like ddpm:50,dpmpp:10")
+    settings = BenchSettings(
+        prompt=prompt, negative=negative, style=style, scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
+        size=size, threads=threads, repeats=repeats, warmup=warmup, overhead_steps=overhead_steps,
+        quality=quality_runs, cold_repeats=cold_repeats, skip=frozenset(x.replace("-", "_") for x in skip),
+        tolerance=tolerance, gemm_size=gemm_size)
+    for out in (json_out, markdown_out, plot):
+        if out is not None:
+            check_output_location(out)
+    parts = ["stylegen-trt", "bench"]  # the command as given, for the report
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        if getattr(param, "is_flag", False):
+            parts += [param.opts[0]] if value else []
+        else:
+            parts += [x for v in (value if isinstance(value, (list, tuple)) else [value]) for x in (param.opts[0], str(v))]
+    command = shlex.join(parts)
+
+    model = configs.custom(bundle, base, vgg, branch) if bundle is not None else \
+        configs.prepare(config or "small", cache_dir)
+    results = run_bench(model, settings, command)
+    if json_out is not None:
+        atomic_write_bytes(json_out, (json.dumps(results, indent=2) + "\n").encode())
+    if markdown_out is not None and plot is None:
+        plot = markdown_out.with_name(markdown_out.stem + "-stages.png")
+    if plot is not None:
+        report.stage_plot(results, plot)
+    if markdown_out is not None:
+        name = os.path.relpath(plot, markdown_out.parent) if plot is not None else None
+        atomic_write_bytes(markdown_out, report.markdown(results, name).encode())
+    typer.echo(report.text_summary(results))
+    if not results["end_to_end"]["agreement"]["agree"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,54 @@
+"""The runtime side of the benchmark: StylePipeline on ONNX Runtime. Must not import torch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from stylegen_trt.bench.workload import Run, Workload, stage_table
+from stylegen_trt.engines.base import EngineOptions
+from stylegen_trt.runtime.bundle import open_bundle
+from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest
+
+log = logging.getLogger(__name__)
+
+
+def request_of(work: Workload) -> GenerationRequest:
+    """The pipeline request for ``work``, with its x_T (the reference gets the same)."""
+    style = StyleRequest((work.style,)) if work.style is not None else StyleRequest()
+    return GenerationRequest(work.prompt, negative=work.negative, style=style, scheduler=work.scheduler,
+                             steps=work.steps, guidance=work.guidance, seed=work.seed, n=work.n,
+                             height=work.size, width=work.size,
+                             latents=work.latents())
+
+
+def drop_caches(pipe: StylePipeline) -> None:
+    """Forget S and prompt encodings so the next run does all the work the PyTorch reference does."""
+    pipe.style_cache.memory.clear()
+    pipe._contexts.clear()  # the prompt-encoding cache; the reference re-encodes on every call
+
+
+class RuntimeSide:
+    """An open pipeline; ``run`` times one generation and books its stages."""
+
+    def __init__(self, bundle: Path, threads: int):
+        self.pipe = StylePipeline(open_bundle(bundle), EngineOptions(threads=threads))
+        # No on-disk S cache: with caches dropped, every run computes S with the style encoder.
+        self.pipe.style_cache.directory = None
+        self.native_size = self.pipe.bundle.manifest["sizes"]["native"]
+
+    def run(self, work: Workload, cold: bool = True) -> Run:
+        """One generation; ``cold`` drops the S and prompt caches first (end-to-end timing)."""
+        if cold:
+            drop_caches(self.pipe)
+        request = request_of(work)
+        start = time.perf_counter()
+        result = self.pipe.generate(request)
+        seconds = time.perf_counter() - start
+        times = result.times
+        stages = stage_table(times.seconds, times.calls, seconds, in_steps=("unet", "style_branch"))
+        return Run(result.images, seconds, stages)
+
+    def close(self) -> None:
+        self.pipe.close()

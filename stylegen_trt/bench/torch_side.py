@@ -1,0 +1,101 @@
+"""The PyTorch side of the benchmark: ``TorchReference`` (diffusers modules and schedulers), eager, fp32.
+
+Its stages are timed by thin proxies around the modules it calls (tokenizer, text encoder,
+style encoder, branch, UNet, VAE decode, the scheduler's ``step``), so the reference's code runs
+unchanged; the proxies add a few microseconds per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable
+from unittest import mock
+
+import numpy as np
+import torch
+
+from stylegen_trt.bench.configs import BenchModel
+from stylegen_trt.bench.workload import Run, Workload, stage_table
+from stylegen_trt.models import loaders
+from stylegen_trt.models import reference as reference_module
+from stylegen_trt.models.reference import TorchReference
+from stylegen_trt.runtime.images import read_image_file, resize_rgb01
+from stylegen_trt.runtime.pipeline import StageTimes
+
+log = logging.getLogger(__name__)
+
+_diffusers_scheduler = reference_module.diffusers_scheduler  # the original, whatever is patched later
+
+
+class TimedCall:
+    """Calls ``target`` and books the wall time under ``stage``; other attributes pass through."""
+
+    def __init__(self, target, stage: str, times: Callable[[], StageTimes]):
+        self._target, self._stage, self._times = target, stage, times
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = self._target(*args, **kwargs)
+        self._times().add(self._stage, time.perf_counter() - start)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+
+class TimedMethod:
+    """Proxy whose ``method`` is timed under ``stage``; every other attribute is the target's."""
+
+    def __init__(self, target, method: str, stage: str, times: Callable[[], StageTimes]):
+        self._target = target
+        self._timed = {method: TimedCall(getattr(target, method), stage, times)}
+
+    def __getattr__(self, name):
+        return self._timed.get(name) or getattr(self._target, name)
+
+
+def load_torch_models(model: BenchModel, seed: int = 0):
+    """(base, style encoder, branch) from the model's PyTorch files."""
+    base = loaders.load_base(model.base)
+    encoder = loaders.load_style_encoder(model.vgg)
+    branch = loaders.load_branch(base, model.branch, seed)
+    return base, encoder, branch
+
+
+class TorchSide:
+    def __init__(self, model: BenchModel, threads: int, style_image_size: int):
+        torch.set_num_threads(threads)
+        base, encoder, branch = load_torch_models(model)
+        self.times = StageTimes()
+        self.style_image_size = style_image_size
+
+        def times() -> StageTimes:
+            return self.times
+
+        timed_base = dataclasses.replace(
+            base, tokenizer=TimedCall(base.tokenizer, "tokenize", times),
+            text_encoder=TimedCall(base.text_encoder, "text_encoder", times),
+            vae=TimedMethod(base.vae, "decode", "vae_decoder", times))
+        # TorchReference wraps base.unet (left untimed here) in a ResidualUNet; that one is timed below.
+        self.reference = TorchReference(timed_base, TimedCall(encoder, "style_encoder", times),
+                                        TimedCall(branch, "style_branch", times))
+        self.reference.unet = TimedCall(self.reference.unet, "unet", times)
+        self._times = times
+
+    def _timed_scheduler(self, name: str, config: dict):
+        return TimedMethod(_diffusers_scheduler(name, config), "step", "scheduler", self._times)
+
+    def run(self, work: Workload) -> Run:
+        self.times = StageTimes()
+        latents = work.latents()
+        # The reference looks its scheduler factory up in its module: swap in one whose step is timed.
+        with mock.patch.object(reference_module, "diffusers_scheduler", self._timed_scheduler):
+            start = time.perf_counter()
+            pixels = [resize_rgb01(read_image_file(work.style)[0], self.style_image_size)] if work.style else []
+            images = self.reference.generate(
+                work.prompt, latents, negative=work.negative, style_images=pixels, scheduler=work.scheduler,
+                steps=work.steps, guidance=work.guidance, rng=np.random.default_rng(work.seed))
+            seconds = time.perf_counter() - start
+        return Run(images, seconds, stage_table(self.times.seconds, self.times.calls, seconds))

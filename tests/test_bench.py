@@ -1,0 +1,176 @@
+"""`stylegen-trt bench`: the harness on the tiny model (1 repetition, 2 steps), the FLOP counter, the arithmetic.
+
+Speed is never asserted: only that every figure is there, computed consistently, and that the
+two sides' images agree.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from stylegen_trt.bench import configs, summary
+from stylegen_trt.bench.flops import count_model_flops
+from stylegen_trt.bench.workload import STAGES
+from stylegen_trt.cli import app
+
+
+def hand_made_graph() -> onnx.ModelProto:
+    """x (N, 3, 9, 9) -> Conv 3x3 stride 2 pad 1 -> (N, 4, 5, 5); a (N, 5, 6) @ w (6, 7) -> (N, 5, 7)."""
+    rng = np.random.default_rng(0)
+    w_conv = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w_conv")
+    w_mm = numpy_helper.from_array(rng.standard_normal((6, 7)).astype(np.float32), "w_mm")
+    nodes = [helper.make_node("Conv", ["x", "w_conv"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("MatMul", ["a", "w_mm"], ["z"])]
+    graph = helper.make_graph(
+        nodes, "hand_made",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 9, 9]),
+         helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 5, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [w_conv, w_mm])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_flop_counter_exact_on_hand_made_graph():
+    count = count_model_flops(hand_made_graph(), {"x": (2, 3, 9, 9), "a": (2, 5, 6)})
+    conv = 2 * 2 * 4 * 5 * 5 * 3 * 3 * 3  # 2 x N x C_out x H_out x W_out x C_in x k x k
+    matmul = 2 * 2 * 5 * 7 * 6  # 2 x batch x M x N x K
+    assert count.by_op == {"Conv": conv, "Gemm": 0, "MatMul": matmul}
+    assert count.total == conv + matmul == 10800 + 840
+    assert count.complete and count.nodes == 2
+
+
+def test_ratios_agreement_and_targets():
+    assert summary.speedup(runtime_s=2.0, torch_s=5.0) == 2.5
+    assert summary.ratio(300.0, 1200.0) == 0.25
+    assert summary.ratio(1.0, 0.0) is None and summary.speedup(None, 3.0) is None
+    assert summary.median([3.0, 1.0, 2.0]) == 2.0
+
+    a = np.zeros((1, 4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0, 0] = 2
+    assert summary.compare_images(a, b).agree and summary.compare_images(a, b).max_abs_diff == 2
+    b[0, 0, 0, 1] = 3
+    assert not summary.compare_images(a, b).agree
+    assert not summary.compare_images(a, a[:, :2]).agree
+
+    results = {"targets_profile": "small",
+               "end_to_end": {"speedup": 2.5, "agreement": {"agree": True}},
+               "cold_start": {"speedup": 3.0, "agreement": {"agree": True}},
+               "peak_rss": {"ratio": 0.4}, "style_overhead": {"ratio": None}}
+    met = {t.name: t.met for t in summary.targets(results)}
+    assert met == {"end-to-end speedup (demo/small)": True, "cold-start speedup": False,
+                   "peak RSS runtime / torch": True, "style-guided / plain (CFG batch 2)": None}
+    results["end_to_end"]["agreement"]["agree"] = False  # a faster wrong answer does not count
+    assert summary.targets(results)[0].met is False
+    sd15 = {**results, "targets_profile": "sd15", "unet": {"gemm_share": 0.9}}
+    names = [t.name for t in summary.targets(sd15)]
+    assert names[:2] == ["end-to-end speedup (SD-1.5-size)", "UNet step / measured GEMM rate"]
+    assert summary.profile_of("custom", 512) == "sd15" and summary.profile_of("small", 256) == "small"
+
+
+@pytest.fixture
+def torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)  # the bench sets it for both sides; later tests keep theirs
+
+
+def test_bench_on_tiny_model(tiny, styled_bundle, tmp_path, torch_threads):
+    out, md = tmp_path / "bench.json", tmp_path / "RESULTS.md"
+    args = ["bench", "--bundle", str(styled_bundle), "--base", str(tiny.sd_dir), "--vgg", str(tiny.vgg_path),
+            "--branch", str(tiny.branch_path), "--steps", "2", "--repeats", "1", "--warmup", "1", "--threads", "1",
+            "--overhead-steps", "2", "--quality", "ddpm:2,dpmpp:2", "--gemm-size", "256",
+            "--json", str(out), "--markdown", str(md)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    r = json.loads(out.read_text())
+
+    e2e, cold, rss = r["end_to_end"], r["cold_start"], r["peak_rss"]
+    for section, keys in (("end_to_end", ("runtime_s", "torch_s", "speedup")),
+                          ("cold_start", ("runtime_s", "torch_s", "speedup")),
+                          ("peak_rss", ("runtime_mb", "torch_mb", "ratio")), ("style_overhead", ("ratio",))):
+        for key in keys:
+            assert isinstance(r[section][key], float) and r[section][key] > 0, (section, key)
+    assert e2e["speedup"] == pytest.approx(e2e["torch_s"] / e2e["runtime_s"])
+    assert cold["speedup"] == pytest.approx(cold["torch_s"] / cold["runtime_s"])
+    assert rss["ratio"] == pytest.approx(rss["runtime_mb"] / rss["torch_mb"])
+    n1 = r["style_overhead"]["batches"]["1"]
+    assert n1["ratio"] == pytest.approx(n1["styled_s"] / n1["plain_s"]) and n1["unet_batch"] == 2
+    assert r["style_overhead"]["batches"]["4"]["unet_batch"] == 8
+
+    # Outputs agree (uint8, max diff <= 2), in process and across the fresh cold-start processes.
+    assert e2e["agreement"]["agree"] and e2e["agreement"]["max_abs_diff"] <= 2
+    assert cold["agreement"]["agree"]
+    assert cold["runtime"][0]["same_as_in_process"] and cold["torch"][0]["same_as_in_process"]
+    assert not rss["runtime_imported_torch"] and cold["torch"][0]["torch_imported"]
+
+    for side in ("runtime", "torch"):
+        stages = r["stages"][side]
+        assert list(stages) == list(STAGES)
+        assert stages["unet"]["calls"] == 2 and stages["style_branch"]["calls"] == 2
+        assert stages["text_encoder"]["calls"] == 2 and stages["style_encoder"]["calls"] == 1  # cold caches
+        assert stages["vae_decoder"]["calls"] == 1
+        assert sum(s["seconds"] for s in stages.values()) == pytest.approx(e2e[f"{side}_s"], rel=1e-6)
+    unet = r["unet"]
+    assert unet["unresolved_nodes"] == 0 and unet["batch"] == 2 and unet["flops_per_call"] > 0
+    assert unet["gemm_share"] == pytest.approx(unet["runtime_gflops"] / unet["gemm_gflops"])
+    rows = r["steps_for_quality"]["rows"]
+    assert [(q["scheduler"], q["steps"]) for q in rows] == [("ddpm", 2), ("dpmpp", 2)]
+    assert all(q["stysim"] > 0 and q["content_accuracy"] is None for q in rows)  # no content judge for tiny
+    assert {t["name"] for t in r["targets"]} >= {"cold-start speedup", "peak RSS runtime / torch"}
+    assert r["machine"]["gemm"]["gflops"] > 0 and r["machine"]["threads"] == 1
+    assert 0 <= r["machine"]["other_processes_cpu_share"] <= 1
+
+    text = md.read_text()
+    assert "stylegen-trt bench --bundle" in text and "--steps 2" in text and "## Targets" in text
+    assert (tmp_path / "RESULTS-stages.png").is_file() and "RESULTS-stages.png" in text
+
+
+def test_bench_runtime_modules_import_no_torch():
+    code = ("import sys; import stylegen_trt.bench.harness, stylegen_trt.bench.runtime_side, "
+            "stylegen_trt.bench.coldstart, stylegen_trt.bench.report; "
+            "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_config_cache_is_reused_and_built_atomically(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_build(config, out_dir):
+        calls.append(out_dir)
+        (out_dir / "bundle").mkdir()
+
+    monkeypatch.setattr(configs, "build", fake_build)
+    first = configs.prepare("tiny", tmp_path)
+    again = configs.prepare("tiny", tmp_path)
+    assert first.built and not again.built and len(calls) == 1
+    assert first.bundle == again.bundle and first.bundle.is_dir()
+    assert [p.name for p in tmp_path.iterdir()] == [first.bundle.parent.name]  # no staging left behind
+
+
+def test_sd15_config_is_sd15_size():
+    """Built on the meta device (no memory, no time): SD 1.5's exact parameter counts."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    class Tokenizer:  # what text_encoder_config reads
+        bos_token_id, eos_token_id, pad_token_id = 49406, 49407, 49407
+
+    config = configs.CONFIGS["sd15"]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**configs.unet_kwargs(config))
+        vae = AutoencoderKL(**configs.vae_kwargs(config))
+        text = CLIPTextModel(configs.text_encoder_config(config, Tokenizer()))
+    count = [sum(p.numel() for p in m.parameters()) for m in (unet, vae, text)]
+    assert count == [859_520_964, 83_653_863, 123_060_480]
+    assert config.native_size == 512 and config.style_image_size == 512
