@@ -51,7 +51,16 @@ def _labels(contents: list[data.Content]) -> dict[str, torch.Tensor]:
     return {k: torch.tensor([getattr(c, k) for c in contents]) for k in HEADS}
 
 
-def train(steps: int = 800, batch: int = 32, seed: int = 0) -> ContentClassifier:
+def augment_colours(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Permute channels and invert at random, so the judge reads shapes, not the nine training palettes."""
+    out = images[..., rng.permutation(3)] if rng.random() < 0.8 else images
+    invert = rng.random(len(out)) < 0.5
+    out = out.copy()
+    out[invert] = 255 - out[invert]
+    return out
+
+
+def train(steps: int = 2000, batch: int = 32, seed: int = 0) -> ContentClassifier:
     torch.manual_seed(seed)
     model = ContentClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -59,7 +68,7 @@ def train(steps: int = 800, batch: int = 32, seed: int = 0) -> ContentClassifier
     rng = np.random.default_rng(seed + 100)
     for step in range(1, steps + 1):
         images, _, contents, _ = data.sample_batch(rng, batch, data.TRAIN_PALETTES)
-        logits = model(_tensor(images))
+        logits = model(_tensor(augment_colours(images, rng)))
         labels = _labels(contents)
         loss = sum(F.cross_entropy(logits[k], labels[k]) for k in HEADS)
         opt.zero_grad(set_to_none=True)
