@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from stylegen_trt.models import loaders
-from stylegen_trt.models.style_branch import StyleBranch
+from stylegen_trt.models.style_branch import StyleBranch, randomise_projections
 
 SEED = 0
 
@@ -25,15 +24,6 @@ def cli(*args: str, check: bool = True, timeout: int = 300) -> subprocess.Comple
     """Run `stylegen-trt ARGS` in a fresh interpreter, as a user would."""
     return subprocess.run([sys.executable, "-m", "stylegen_trt", *args], capture_output=True, text=True,
                           check=check, timeout=timeout)
-
-
-def randomise_projections(branch: StyleBranch, seed: int, std: float = 0.2) -> StyleBranch:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for conv in [*branch.down_projections, branch.mid_projection]:
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * std / conv.weight.shape[1] ** 0.5)
-            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.05)
-    return branch
 
 
 @dataclass

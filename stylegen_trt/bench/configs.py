@@ -98,18 +98,6 @@ def cache_key(config: ModelConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def randomise_projections(branch, seed: int, std: float = 0.2):
-    """Random output projections, so the branch's residuals are non-zero (as in tests/conftest.py)."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for conv in [*branch.down_projections, branch.mid_projection]:
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * std / conv.weight.shape[1] ** 0.5)
-            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.05)
-    return branch
-
-
 def text_encoder_config(config: ModelConfig, tokenizer):
     from transformers import CLIPTextConfig
 
@@ -152,32 +140,22 @@ def make_random_sd(config: ModelConfig, out_dir: Path) -> Path:
     tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
     torch.manual_seed(config.seed)
     # One module at a time, saved and dropped: the SD-1.5-size build then peaks near the UNet's size.
-    CLIPTextModel(text_encoder_config(config, tokenizer)).save_pretrained(root / "text_encoder")
-    UNet2DConditionModel(**unet_kwargs(config)).save_pretrained(root / "unet")
-    AutoencoderKL(**vae_kwargs(config)).save_pretrained(root / "vae")
-    (root / "scheduler").mkdir(exist_ok=True)
-    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(loaders.SD15_SCHEDULER_CONFIG, indent=2))
-    (root / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "PNDMScheduler"],
-        "safety_checker": [None, None], "feature_extractor": [None, None],
-    }, indent=2))
-    return root
+    return loaders.save_sd_dir(root, CLIPTextModel(text_encoder_config(config, tokenizer)),
+                               UNet2DConditionModel(**unet_kwargs(config)), AutoencoderKL(**vae_kwargs(config)))
 
 
 def build(config: ModelConfig, out_dir: Path) -> None:
     """sd/, vgg19.pth, branch.safetensors and bundle/ for ``config`` in ``out_dir``."""
     from stylegen_trt.export.bundle import export_bundle
     from stylegen_trt.export.graphs import ExportLimits
-    from stylegen_trt.models import loaders
+    from stylegen_trt.models import loaders, style_branch
 
     log.info("building the %s model (random weights) in %s", config.name, out_dir)
     sd_dir = make_random_sd(config, out_dir / "sd")
     vgg = loaders.make_tiny_vgg(out_dir / "vgg19.pth", config.seed)
     base = loaders.load_base(sd_dir)
     encoder = loaders.load_style_encoder(vgg)
-    branch = randomise_projections(loaders.load_branch(base, None, config.seed), config.branch_seed)
+    branch = style_branch.randomise_projections(loaders.load_branch(base, None, config.seed), config.branch_seed)
     loaders.save_branch(branch, out_dir / "branch.safetensors")
     log.info("exporting the %s bundle", config.name)
     description = {"kind": f"bench-{config.name}", "base": f"{config.name}: random weights ({config.note})",

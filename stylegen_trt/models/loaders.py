@@ -247,6 +247,11 @@ def make_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
         block_out_channels=(16, 16, 32, 32), norm_num_groups=8, sample_size=64,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
     )
+    return save_sd_dir(root, text_encoder, unet, vae)
+
+
+def save_sd_dir(root: Path, text_encoder, unet, vae) -> Path:
+    """Write the model parts beside an existing tokenizer/ as an SD 1.x diffusers-layout directory."""
     text_encoder.save_pretrained(root / "text_encoder")
     unet.save_pretrained(root / "unet")
     vae.save_pretrained(root / "vae")

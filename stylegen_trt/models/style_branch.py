@@ -113,6 +113,19 @@ class StyleBranch(nn.Module):
         return (*down, self.mid_projection(sample) * scale)
 
 
+def randomise_projections(branch: StyleBranch, seed: int, std: float = 0.2) -> StyleBranch:
+    """Random (seeded) output projections, so an untrained branch's residuals are non-zero.
+
+    For tests and benchmarks: the zero projections of a fresh branch would make the style path add nothing.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in [*branch.down_projections, branch.mid_projection]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * std / conv.weight.shape[1] ** 0.5)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.05)
+    return branch
+
+
 class ResidualUNet(nn.Module):
     """The frozen UNet with the branch's residuals added inside: (x_t, t, c, *residuals) -> eps.
 
