@@ -20,23 +20,13 @@ diffusers = pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler  # noqa: E402
 from diffusers.schedulers import scheduling_ddpm  # noqa: E402
 
+from stylegen_trt.models.loaders import SD15_SCHEDULER_CONFIG  # noqa: E402
 from stylegen_trt.runtime import schedulers as S  # noqa: E402
 
 # diffusers 0.42's DPM scheduler calls np.array(tensor) in a way NumPy 2 deprecates; not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
-SD_CONFIG = {
-    "_class_name": "PNDMScheduler",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
+SD_CONFIG = SD15_SCHEDULER_CONFIG  # SD 1.5's scheduler_config.json, as the tiny model writes it
 DIFFUSERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpmpp": DPMSolverMultistepScheduler}
 TOL = 1e-5
 MAX_DIFF: dict[str, float] = {}  # worst per-step difference seen per sampler (for reports)
