@@ -29,11 +29,22 @@ def test_procedural_data_is_reproducible_and_independent():
     img = data.render(content, style)
     assert img.shape == (32, 32, 3) and img.dtype == np.uint8
     colours = {tuple(c) for c in img.reshape(-1, 3)}
-    assert colours <= set(map(tuple, data.PALETTES[style.palette]))  # only the style's colours
-    other_style = data.render(content, data.Style(3, 4, 5.0, 0.3, 1.0))
+    assert colours == {style.fg, style.bg}  # only the style's colours, both visible
+    other_style = data.render(content, data.Style(3, (0, 0, 0), (255, 255, 255), 5.0, 0.3, 1.0))
     assert not np.array_equal(img, other_style)
     assert data.parse_prompt(content.prompt) == content
-    assert set(data.TRAIN_PALETTES).isdisjoint(data.HELDOUT_PALETTES)
+
+
+def test_training_palettes_never_come_near_the_heldout_ones():
+    rng = np.random.default_rng(0)
+    palettes = [data.random_palette(rng) for _ in range(3000)]
+    assert not any(data.is_heldout_region(fg, bg) for fg, bg in palettes)
+    assert all(np.linalg.norm(np.subtract(fg, bg)) >= data.MIN_CONTRAST for fg, bg in palettes)
+    assert len(set(palettes)) > 2900  # a continuum, not a list
+    assert all(data.is_heldout_region(fg, bg) for fg, bg in data.HELDOUT_PALETTES)
+    heldout_colours = {c for pair in data.HELDOUT_PALETTES for c in pair}
+    for _, swatch in data.heldout_swatches():
+        assert {tuple(c) for c in swatch.reshape(-1, 3)} <= heldout_colours
 
 
 def test_stysim_matches_patent_definition():
@@ -46,15 +57,16 @@ def test_stysim_matches_patent_definition():
     expected = sum(((gram(fa) - gram(fb)) ** 2).mean().item() for fa, fb in zip(*feats))
     assert value == pytest.approx(expected, rel=1e-4)
     assert stysim(a, a)[0] == 0.0
-    swatch = data.render(None, data.Style(0, 0, 5.0, 0.0, 0.0))
-    same_style = data.render(data.Content(0, 1, 1), data.Style(0, 0, 5.0, 0.0, 0.0))
-    other = data.render(data.Content(0, 1, 1), data.Style(1, 6, 5.0, 0.0, 0.0))
+    red, teal = data.NAMED_PALETTES["red-on-cream"], ((46, 196, 182), (1, 22, 39))
+    swatch = data.render(None, data.Style(0, *red, 5.0, 0.0, 0.0))
+    same_style = data.render(data.Content(0, 1, 1), data.Style(0, *red, 5.0, 0.0, 0.0))
+    other = data.render(data.Content(0, 1, 1), data.Style(1, *teal, 5.0, 0.0, 0.0))
     assert stysim(same_style[None], swatch[None])[0] < stysim(other[None], swatch[None])[0]
 
 
 def test_content_classifier_is_accurate_on_unseen_palettes():
     model = classifier.load()
-    images, _, contents, _ = data.sample_batch(np.random.default_rng(99), 256, data.HELDOUT_PALETTES)
+    images, _, contents, _ = data.sample_batch(np.random.default_rng(99), 256, heldout=True)
     predicted = classifier.predict(model, images)
     assert np.mean([classifier.matches(p, c) for p, c in zip(predicted, contents)]) >= 0.95
 

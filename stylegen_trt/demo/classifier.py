@@ -1,6 +1,6 @@
 """Content classifier for the demo: which shape, where, how large - judged from pixels.
 
-Trained on the procedural training data only (training palettes, random textures),
+Trained on the procedural training data only (random training palettes and textures),
 never on generated images, so it is an independent judge of whether a generated image
 shows what its prompt asked for.
 
@@ -52,7 +52,7 @@ def _labels(contents: list[data.Content]) -> dict[str, torch.Tensor]:
 
 
 def augment_colours(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Permute channels and invert at random, so the judge reads shapes, not the nine training palettes."""
+    """Permute channels and invert at random, so the judge reads shapes, not colours."""
     out = images[..., rng.permutation(3)] if rng.random() < 0.8 else images
     invert = rng.random(len(out)) < 0.5
     out = out.copy()
@@ -67,7 +67,7 @@ def train(steps: int = 2000, batch: int = 32, seed: int = 0) -> ContentClassifie
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     rng = np.random.default_rng(seed + 100)
     for step in range(1, steps + 1):
-        images, _, contents, _ = data.sample_batch(rng, batch, data.TRAIN_PALETTES)
+        images, _, contents, _ = data.sample_batch(rng, batch)
         logits = model(_tensor(augment_colours(images, rng)))
         labels = _labels(contents)
         loss = sum(F.cross_entropy(logits[k], labels[k]) for k in HEADS)
@@ -107,7 +107,7 @@ def main() -> None:
     torch.set_num_threads(2)
     model = train()
     rng = np.random.default_rng(12345)
-    images, _, contents, _ = data.sample_batch(rng, 512, data.HELDOUT_PALETTES)
+    images, _, contents, _ = data.sample_batch(rng, 512, heldout=True)
     predicted = predict(model, images)
     accuracy = np.mean([matches(p, c) for p, c in zip(predicted, contents)])
     size_accuracy = np.mean([p.size == c.size for p, c in zip(predicted, contents)])

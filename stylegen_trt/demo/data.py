@@ -3,8 +3,10 @@
 An image is a texture (the style: a pattern family with random period/angle/phase,
 drawn in a two-colour palette) covering the whole frame, with a shape (the content:
 kind, position, size) filled with the pattern colour and outlined in the ground
-colour - so the shape is plainly visible and the image uses only the style's colours. Content and style are drawn independently; some palettes are held out of
-training entirely, so style swatches that were never seen exist for evaluation.
+colour - so the shape is plainly visible and the image uses only the style's colours.
+Content and style are drawn independently. Training palettes are random colour pairs;
+three palettes (and everything near them) are never drawn, so style swatches that were never
+seen exist for evaluation.
 
 NumPy only; every sample is reproducible from its seed.
 """
@@ -20,23 +22,25 @@ SHAPES = ("circle", "square", "triangle", "cross")
 POSITIONS = ("left", "center", "right")
 SIZES = ("small", "large")
 TEXTURES = ("stripes", "dots", "grid", "hatching", "waves", "rings", "grain")
-# (pattern colour, ground colour), RGB 0..255. The last three are never used in training.
-PALETTES = (
-    ((230, 57, 70), (241, 250, 238)),     # red on cream
-    ((29, 53, 87), (168, 218, 220)),      # navy on pale blue
-    ((38, 70, 83), (233, 196, 106)),      # slate on mustard
-    ((106, 76, 147), (255, 202, 58)),     # purple on yellow
-    ((0, 0, 0), (255, 255, 255)),         # black on white
-    ((255, 89, 94), (25, 25, 60)),        # coral on night
-    ((46, 196, 182), (1, 22, 39)),        # teal on ink
-    ((255, 159, 28), (46, 64, 40)),       # orange on forest
-    ((120, 0, 0), (253, 240, 213)),       # maroon on paper
-    ((80, 200, 60), (60, 20, 80)),        # held out: green on plum
-    ((240, 240, 80), (20, 90, 160)),      # held out: lemon on cobalt
-    ((200, 120, 200), (30, 30, 30)),      # held out: orchid on charcoal
+Colour = tuple[int, int, int]
+# Named (pattern colour, ground colour) pairs, RGB 0..255, for example style images. Training draws
+# palettes at random from the whole colour cube instead, so the branch learns colour as a continuum.
+NAMED_PALETTES: dict[str, tuple[Colour, Colour]] = {
+    "red-on-cream": ((230, 57, 70), (241, 250, 238)),
+    "navy-on-pale-blue": ((29, 53, 87), (168, 218, 220)),
+    "slate-on-mustard": ((38, 70, 83), (233, 196, 106)),
+    "purple-on-yellow": ((106, 76, 147), (255, 202, 58)),
+    "black-on-white": ((0, 0, 0), (255, 255, 255)),
+    "coral-on-night": ((255, 89, 94), (25, 25, 60)),
+}
+# Never drawn in training: any random palette near one of these (either order) is rejected.
+HELDOUT_PALETTES: tuple[tuple[Colour, Colour], ...] = (
+    ((80, 200, 60), (60, 20, 80)),      # green on plum
+    ((240, 240, 80), (20, 90, 160)),    # lemon on cobalt
+    ((200, 120, 200), (30, 30, 30)),    # orchid on charcoal
 )
-TRAIN_PALETTES = tuple(range(9))
-HELDOUT_PALETTES = (9, 10, 11)
+HELDOUT_RADIUS = 90.0   # RGB distance, per colour
+MIN_CONTRAST = 120.0    # RGB distance between pattern and ground, so every texture is visible
 WORDS = ("a", "small", "large", "on", "the", "in", "left", "center", "right", *SHAPES)
 
 
@@ -55,7 +59,8 @@ class Content:
 @dataclass(frozen=True)
 class Style:
     texture: int
-    palette: int
+    fg: Colour
+    bg: Colour
     period: float
     angle: float
     phase: float
@@ -65,8 +70,27 @@ def random_content(rng: np.random.Generator) -> Content:
     return Content(int(rng.integers(len(SHAPES))), int(rng.integers(len(POSITIONS))), int(rng.integers(len(SIZES))))
 
 
-def random_style(rng: np.random.Generator, palettes: tuple[int, ...] = TRAIN_PALETTES) -> Style:
-    return Style(int(rng.integers(len(TEXTURES))), int(rng.choice(palettes)), float(rng.uniform(4.0, 7.0)),
+def _distance(a, b) -> float:
+    return float(np.linalg.norm(np.subtract(a, b, dtype=np.float64)))
+
+
+def is_heldout_region(fg: Colour, bg: Colour) -> bool:
+    return any(max(_distance(fg, a), _distance(bg, b)) < HELDOUT_RADIUS
+               for pair in HELDOUT_PALETTES for a, b in (pair, pair[::-1]))
+
+
+def random_palette(rng: np.random.Generator) -> tuple[Colour, Colour]:
+    """A training palette: uniform over the colour cube, contrasting, away from every held-out palette."""
+    while True:
+        fg, bg = (tuple(int(v) for v in c) for c in rng.integers(0, 256, (2, 3)))
+        if _distance(fg, bg) >= MIN_CONTRAST and not is_heldout_region(fg, bg):
+            return fg, bg
+
+
+def random_style(rng: np.random.Generator, palette: tuple[Colour, Colour] | None = None) -> Style:
+    """A random texture; in a random training palette unless ``palette`` is given."""
+    fg, bg = palette if palette is not None else random_palette(rng)
+    return Style(int(rng.integers(len(TEXTURES))), fg, bg, float(rng.uniform(4.0, 7.0)),
                  float(rng.uniform(0, np.pi)), float(rng.uniform(0, 2 * np.pi)))
 
 
@@ -126,15 +150,17 @@ def render(content: Content | None, style: Style, size: int = IMAGE_SIZE, seed: 
         inside = shape_mask(content, size)
         outline = np.clip(shape_mask(content, size, grow=1.5) - inside, 0, 1)
         p = np.maximum(p * (1 - outline), inside)
-    fg, bg = (np.array(c, np.float32) for c in PALETTES[style.palette])
+    fg, bg = np.array(style.fg, np.float32), np.array(style.bg, np.float32)
     image = p[..., None] * fg + (1 - p[..., None]) * bg
     return np.clip(image, 0, 255).round().astype(np.uint8)
 
 
-def sample_batch(rng: np.random.Generator, batch: int, palettes: tuple[int, ...] = TRAIN_PALETTES):
-    """(images (B, 32, 32, 3) uint8, prompts, contents, styles) drawn independently."""
+def sample_batch(rng: np.random.Generator, batch: int, heldout: bool = False):
+    """(images (B, 32, 32, 3) uint8, prompts, contents, styles) drawn independently; ``heldout``
+    draws the palettes from HELDOUT_PALETTES instead of the training distribution."""
     contents = [random_content(rng) for _ in range(batch)]
-    styles = [random_style(rng, palettes) for _ in range(batch)]
+    styles = [random_style(rng, HELDOUT_PALETTES[int(rng.integers(len(HELDOUT_PALETTES)))] if heldout else None)
+              for _ in range(batch)]
     images = np.stack([render(c, s) for c, s in zip(contents, styles)])
     return images, [c.prompt for c in contents], contents, styles
 
@@ -158,9 +184,33 @@ def heldout_swatches(count_per_palette: int = 2, seed: int = 7, size: int = 128)
     """Style swatches in palettes never used in training, rendered at ``size`` px (same texture scale)."""
     rng = np.random.default_rng(seed)
     swatches = []
-    for palette in HELDOUT_PALETTES:
+    for index, palette in enumerate(HELDOUT_PALETTES):
         for k in range(count_per_palette):
-            style = random_style(rng, (palette,))
-            name = f"{TEXTURES[style.texture]}-p{palette}-{k}"
-            swatches.append((name, render(None, style, size=size)))
+            style = random_style(rng, palette)
+            swatches.append((f"{TEXTURES[style.texture]}-heldout{index}-{k}", render(None, style, size=size)))
     return swatches
+
+
+def example_styles(size: int = 128) -> list[tuple[str, np.ndarray]]:
+    """The style images under examples/styles: three in held-out palettes, three in named ones."""
+    picks = (("stripes", HELDOUT_PALETTES[1], "heldout"), ("dots", HELDOUT_PALETTES[0], "heldout"),
+             ("waves", HELDOUT_PALETTES[2], "heldout"), ("grid", NAMED_PALETTES["red-on-cream"], "red-on-cream"),
+             ("hatching", NAMED_PALETTES["navy-on-pale-blue"], "navy-on-pale-blue"),
+             ("rings", NAMED_PALETTES["purple-on-yellow"], "purple-on-yellow"))
+    out = []
+    for k, (texture, (fg, bg), label) in enumerate(picks):
+        style = Style(TEXTURES.index(texture), fg, bg, period=5.0 + 0.4 * k, angle=0.5 + 0.35 * k, phase=1.0 + k)
+        out.append((f"{texture}-{label}", render(None, style, size=size)))
+    return out
+
+
+if __name__ == "__main__":  # python -m stylegen_trt.demo.data DIR: write the example style images
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "examples/styles")
+    target.mkdir(parents=True, exist_ok=True)
+    for name, image in example_styles():
+        Image.fromarray(image).save(target / f"{name}.png")

@@ -3,8 +3,9 @@
     python -m stylegen_trt.demo.train --work demo-work [--out stylegen_trt/demo/bundle]
 
 Stages (each saved under --work and skipped when already complete, so a re-run resumes):
-1. vae     tiny AutoencoderKL, 32x32 RGB <-> 4x8x8 latents (L1 + MSE + small KL)
-2. base    tiny CLIP text encoder + UNet2DConditionModel from scratch (eps MSE, caption dropout)
+1. vae     tiny AutoencoderKL, 32x32 RGB <-> 4x16x16 latents (L1 + MSE + small KL)
+2. base    tiny CLIP text encoder + UNet2DConditionModel from scratch (eps MSE, caption dropout,
+           EMA of the weights, which is what is saved)
 3. branch  the style branch with the base frozen, self-style (stylegen_trt.training.branch)
 4. export  the bundle (style encoder: seeded random VGG19 filters, documented in the manifest)
 Everything is seeded; step counts are fixed so the result does not depend on the machine's speed.
@@ -35,19 +36,22 @@ MAX_TOKENS = 16  # demo prompts are at most 8 words
 @dataclass(frozen=True)
 class DemoConfig:
     seed: int = 0
-    vae_steps: int = 700
+    vae_steps: int = 600
     vae_batch: int = 32
-    base_steps: int = 3000
+    base_steps: int = 7000
     base_batch: int = 32
-    branch_steps: int = 1200
+    base_learning_rate: float = 6e-4
+    ema_decay: float = 0.999
+    branch_steps: int = 2500
     branch_batch: int = 32
+    branch_learning_rate: float = 5e-4
     threads: int = 2
 
 
-def batches(seed: int, batch: int, palettes=data.TRAIN_PALETTES) -> Iterator[tuple[torch.Tensor, list[str]]]:
+def batches(seed: int, batch: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
     rng = np.random.default_rng(seed)
     while True:
-        images, prompts, _, _ = data.sample_batch(rng, batch, palettes)
+        images, prompts, _, _ = data.sample_batch(rng, batch)
         yield torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, prompts
 
 
@@ -64,9 +68,10 @@ def train_vae(work: Path, cfg: DemoConfig):
     if (out / "config.json").is_file():
         return AutoencoderKL.from_pretrained(out)
     torch.manual_seed(cfg.seed)
+    # factor 2: shapes span several latent pixels, so the UNet draws them rather than the decoder
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                        block_out_channels=(32, 64, 64), norm_num_groups=16, sample_size=data.IMAGE_SIZE,
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3)
+                        block_out_channels=(32, 64), norm_num_groups=16, sample_size=data.IMAGE_SIZE,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=cfg.vae_steps, pct_start=0.05)
     stream = batches(cfg.seed + 1, cfg.vae_batch)
@@ -117,15 +122,30 @@ def train_base(work: Path, cfg: DemoConfig, vae):
         num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=64,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     ))
+    # SD's four levels (16, 8, 4, 2 latent px), one layer each; text attention at 8x8 and 4x4 only,
+    # which is where position is decided and where it is cheap on a CPU
     unet = UNet2DConditionModel(
-        sample_size=data.IMAGE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=2,
+        sample_size=data.IMAGE_SIZE // 2, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64, 64, 64), norm_num_groups=16, cross_attention_dim=64, attention_head_dim=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     )
     scheduler_config = dict(loaders.SD15_SCHEDULER_CONFIG)
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-4, total_steps=cfg.base_steps, pct_start=0.05)
+    ema = [p.detach().clone() for p in params]
+
+    def save_ema(root: Path) -> None:
+        with torch.no_grad():
+            current = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, ema)
+            text_encoder.save_pretrained(root / "text_encoder")
+            unet.save_pretrained(root / "unet")
+            torch._foreach_copy_(params, current)
+
+    opt = torch.optim.AdamW(params, lr=cfg.base_learning_rate, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.base_learning_rate, total_steps=cfg.base_steps,
+                                                pct_start=0.03)
     vae.eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     stream = batches(cfg.seed + 4, cfg.base_batch)
@@ -147,12 +167,15 @@ def train_base(work: Path, cfg: DemoConfig, vae):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
+        with torch.no_grad():  # warm-up: the average starts short and lengthens to 1 / (1 - ema_decay)
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - min(cfg.ema_decay, (1 + step) / (10 + step)))
         losses.append(loss.item())
         _log_progress("base", step, cfg.base_steps, float(np.mean(losses[-50:])), start)
+        if step % 1000 == 0 and step < cfg.base_steps:  # to look at samples while training goes on
+            save_ema(work / "base-snapshot")
     (sd / "scheduler").mkdir(parents=True, exist_ok=True)
     (sd / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2))
-    text_encoder.save_pretrained(sd / "text_encoder")
-    unet.save_pretrained(sd / "unet")
+    save_ema(sd)
     (work / "base.loss.json").write_text(json.dumps(losses))
 
 
@@ -165,7 +188,7 @@ def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
     base = loaders.load_base(work / "sd")
     encoder = loaders.load_style_encoder(work / "vgg19.pth")
     branch = loaders.new_branch(base, seed=cfg.seed, stem_hidden=32)
-    train_cfg = TrainConfig(steps=cfg.branch_steps, batch_size=cfg.branch_batch, learning_rate=3e-4,
+    train_cfg = TrainConfig(steps=cfg.branch_steps, batch_size=cfg.branch_batch, learning_rate=cfg.branch_learning_rate,
                             caption_dropout=0.1, style_image_size=data.IMAGE_SIZE, checkpoint_every=250,
                             seed=cfg.seed + 5)
     trainer = BranchTrainer(base, encoder, branch, train_cfg)
