@@ -1,7 +1,11 @@
-"""Re-render RESULTS.md-style Markdown and the stage-breakdown PNG from a bench JSON, without re-running.
+"""Render benchmarks/RESULTS.md from one or more bench JSONs, without re-running anything.
 
-    python benchmarks/render.py benchmarks/results/small.json --markdown benchmarks/RESULTS.md \
-        --plot benchmarks/results/small-stages.png
+    python benchmarks/render.py benchmarks/results/demo.json benchmarks/results/small.json \
+        benchmarks/results/sd15.json --markdown benchmarks/RESULTS.md --analysis benchmarks/analysis.md
+
+One section per JSON (in the order given), each with its stage-breakdown PNG written beside the
+JSON, after a table of every target by config; the hand-written analysis (why a target is missed,
+read from the profiles) is appended as is.
 """
 
 from __future__ import annotations
@@ -14,21 +18,45 @@ from pathlib import Path
 from stylegen_trt.bench import report
 
 
+def _demote(markdown: str) -> str:
+    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
+
+
+def render(paths: list[Path], out: Path, analysis: Path | None) -> str:
+    runs = [(p, json.loads(p.read_text())) for p in paths]
+    names = [r["model"]["name"] for _, r in runs]
+    lines = ["# stylegen-trt benchmark results", "",
+             "Every figure below was measured on this project's CPU machine by the command quoted in its "
+             "section; ratios come from one run each. Re-render with `python benchmarks/render.py "
+             + " ".join(os.path.relpath(p, out.parent.parent) for p, _ in runs) + " --markdown benchmarks/RESULTS.md"
+             + (f" --analysis {os.path.relpath(analysis, out.parent.parent)}" if analysis else "") + "`.", "",
+             "## Targets by config", "",
+             "| target | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
+    target_names = list(dict.fromkeys(t["name"] for _, r in runs for t in r["targets"]))
+    for name in target_names:
+        cells = []
+        for _, r in runs:
+            t = next((t for t in r["targets"] if t["name"] == name), None)
+            cells.append("-" if t is None else f"{report._f(t['value'], 3)} ({t['op']} {t['threshold']}): "
+                         f"{report._met(t['met'])}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for path, results in runs:
+        plot = path.with_name(path.stem + "-stages.png")
+        report.stage_plot(results, plot)
+        lines += [_demote(report.markdown(results, os.path.relpath(plot, out.parent))), ""]
+    if analysis is not None:
+        lines += [_demote(analysis.read_text()), ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", type=Path, help="written by `stylegen-trt bench --json`")
-    parser.add_argument("--markdown", type=Path, help="Markdown output (default: print to stdout)")
-    parser.add_argument("--plot", type=Path, help="stage-breakdown PNG output")
+    parser.add_argument("json", type=Path, nargs="+", help="written by `stylegen-trt bench --json`")
+    parser.add_argument("--markdown", type=Path, default=Path("benchmarks/RESULTS.md"))
+    parser.add_argument("--analysis", type=Path, help="hand-written Markdown appended at the end")
     args = parser.parse_args()
-    results = json.loads(args.json.read_text())
-    if args.plot:
-        report.stage_plot(results, args.plot)
-    base = args.markdown.parent if args.markdown else Path.cwd()
-    text = report.markdown(results, os.path.relpath(args.plot, base) if args.plot else None)
-    if args.markdown:
-        args.markdown.write_text(text)
-    else:
-        print(text)
+    args.markdown.write_text(render(args.json, args.markdown, args.analysis))
 
 
 if __name__ == "__main__":

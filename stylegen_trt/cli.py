@@ -391,8 +391,9 @@ def evaluate_command(
     prompt: List[str] = typer.Option([], "--prompt", help="Prompt; repeat. Default for the demo: every content."),
     bundle: Optional[Path] = typer.Option(None, "--bundle"),
     vgg: Optional[Path] = typer.Option(None, "--vgg", help="VGG19 weights for StySim (the demo uses its own)."),
-    inception: Optional[Path] = typer.Option(None, "--inception", help="Local Inception weights for FID/KID."),
-    clip: Optional[Path] = typer.Option(None, "--clip", help="Local CLIP weights for CLIPSIM."),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="TorchScript Inception for FID/KID "
+                                             "(e.g. inception-2015-12-05.pt)."),
+    clip: Optional[Path] = typer.Option(None, "--clip", help="Local CLIP directory (transformers layout) for CLIPSIM."),
     scheduler: str = typer.Option("ddpm", "--scheduler"),
     steps: int = typer.Option(50, "--steps"),
     guidance: float = typer.Option(7.5, "--guidance"),
@@ -407,7 +408,7 @@ def evaluate_command(
 
     from rich.progress import Progress
 
-    from stylegen_trt.metrics.evaluate import EvalSettings, evaluate, write_report
+    from stylegen_trt.metrics.evaluate import EvalSettings, add_fidelity, evaluate, write_report
     from stylegen_trt.runtime.bundle import open_bundle
     from stylegen_trt.runtime.images import save_png
     from stylegen_trt.runtime.pipeline import StylePipeline
@@ -428,12 +429,11 @@ def evaluate_command(
             prompts = prompts or [c.prompt for c in data.all_contents()]
         if not styles or not prompts:
             fail("give at least one --style and one --prompt")
-        for label, weights in (("FID/KID", inception), ("CLIPSIM", clip)):
+        for label, option, weights, kind in (("FID/KID", "--inception", inception, "file"), ("CLIPSIM", "--clip", clip, "dir")):
             if weights is None:
-                typer.echo(f"{label}: skipped (needs local weights: pass --{'inception' if label == 'FID/KID' else 'clip'} PATH; "
-                           "nothing is downloaded)", err=True)
-            else:
-                typer.echo(f"{label}: not implemented in this build; reporting StySim and content accuracy only", err=True)
+                typer.echo(f"{label}: skipped (needs local weights: pass {option} PATH; nothing is downloaded)", err=True)
+            elif not (weights.is_file() if kind == "file" else weights.is_dir()):
+                fail(f"{option} {weights}: no such {'file' if kind == 'file' else 'directory'}")
         settings = EvalSettings(scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
                                 images_per_pair=images_per_pair)
         stysim = _stysim_for(b, vgg)
@@ -442,6 +442,8 @@ def evaluate_command(
             task = progress.add_task("evaluating", total=len(styles) * len(prompts))
             report = evaluate(pipe, prompts, styles, stysim, settings, judge,
                               on_pair=lambda i, total: progress.update(task, completed=i))
+        if inception is not None or clip is not None:
+            add_fidelity(report, inception, clip)
     typer.echo(report.table())
     if json_out is not None:
         write_report(report, json_out)

@@ -115,7 +115,8 @@ def test_bench_on_tiny_model(tiny, styled_bundle, tmp_path, torch_threads):
     for side in ("runtime", "torch"):
         stages = r["stages"][side]
         assert list(stages) == list(STAGES)
-        assert stages["unet"]["calls"] == 2 and stages["style_branch"]["calls"] == 2
+        assert stages["unet"]["calls"] == 2
+        assert stages["style_branch"]["calls"] == (1 if side == "runtime" else 2)  # the runtime batches timesteps
         assert stages["text_encoder"]["calls"] == 2 and stages["style_encoder"]["calls"] == 1  # cold caches
         assert stages["vae_decoder"]["calls"] == 1
         assert sum(s["seconds"] for s in stages.values()) == pytest.approx(e2e[f"{side}_s"], rel=1e-6)

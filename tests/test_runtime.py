@@ -10,10 +10,12 @@ import torch
 
 from stylegen_trt.engines.base import EngineOptions
 from stylegen_trt.models.reference import TorchReference, numpy_ddpm_noise
+from stylegen_trt.runtime import pipeline
 from stylegen_trt.runtime.bundle import open_bundle
 from stylegen_trt.runtime.images import read_image_file, resize_rgb01
 from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest
 from stylegen_trt.runtime.tokenizer import PromptTokenizer
+from stylegen_trt.spec import resolve_shape
 
 # Images are compared as uint8. ORT and torch differ by ~1e-5 per graph call (fp32 kernel
 # order); through 8 denoising steps and the VAE that moves a pixel by at most a unit or two.
@@ -108,18 +110,40 @@ def test_same_seed_same_bytes(styled_pipe, style_images):
     assert other.images.tobytes() != first.images.tobytes()
 
 
-def test_branch_runs_once_per_step_for_all_images_and_cfg(styled_pipe, style_images):
+def test_branch_runs_once_for_all_steps_images_and_cfg(styled_pipe, style_images):
     result = styled_pipe.generate(GenerationRequest("a dog", steps=6, seed=0, n=3, guidance=5.0,
                                                     style=StyleRequest((style_images[0],))))
-    assert result.times.calls["style_branch"] == 6
+    assert result.times.calls["style_branch"] == 1  # six timesteps in one call
     assert result.times.calls["unet"] == 6
     assert result.times.calls["vae_decoder"] == 3
 
 
-def test_style_window_limits_branch_calls(styled_pipe, style_images):
-    result = styled_pipe.generate(GenerationRequest("a dog", steps=10, seed=0, scheduler="ddim",
-                                                    style=StyleRequest((style_images[0],), window=(0.2, 0.5))))
-    assert result.times.calls["style_branch"] == 3  # steps 2, 3, 4 of 10
+@pytest.mark.parametrize("scheduler", ["ddpm", "dpmpp"])
+def test_batched_branch_equals_one_call_per_step(styled_pipe, style_images, monkeypatch, scheduler):
+    request = GenerationRequest("a dog", steps=7, seed=4, n=2, scheduler=scheduler, style=StyleRequest((style_images[0],)))
+    batched = styled_pipe.generate(request)
+    monkeypatch.setattr(pipeline, "RESIDUAL_BUDGET_BYTES", 1)  # budget for less than one step: one call per step
+    per_step = styled_pipe.generate(request)
+    assert per_step.times.calls["style_branch"] == 7 and batched.times.calls["style_branch"] == 1
+    assert np.abs(batched.images.astype(int) - per_step.images.astype(int)).max() <= 1
+
+
+def test_branch_chunks_follow_the_memory_budget(styled_pipe, style_images, monkeypatch):
+    spec = styled_pipe.bundle.graphs["style_branch"]
+    one_step = 4 * sum(int(np.prod(resolve_shape(o.dims, {"latent_h": 8, "latent_w": 8, "branch_steps": 1})))
+                       for o in spec.outputs)
+    monkeypatch.setattr(pipeline, "RESIDUAL_BUDGET_BYTES", 3 * one_step)
+    result = styled_pipe.generate(GenerationRequest("a dog", steps=7, seed=0, height=64, width=64,
+                                                    style=StyleRequest((style_images[0],))))
+    assert result.times.calls["style_branch"] == 3  # 3 + 3 + 1 timesteps
+
+
+def test_style_window_limits_branch_calls(styled_pipe, style_images, monkeypatch):
+    request = GenerationRequest("a dog", steps=10, seed=0, scheduler="ddim",
+                                style=StyleRequest((style_images[0],), window=(0.2, 0.5)))
+    assert styled_pipe.generate(request).times.calls["style_branch"] == 1
+    monkeypatch.setattr(pipeline, "RESIDUAL_BUDGET_BYTES", 1)
+    assert styled_pipe.generate(request).times.calls["style_branch"] == 3  # steps 2, 3, 4 of 10
     none = styled_pipe.generate(GenerationRequest("a dog", steps=4, seed=0))
     assert none.times.calls.get("style_branch", 0) == 0
 

@@ -191,8 +191,16 @@ def prepare(name: str, cache_root: Path | None = None) -> BenchModel:
                       built)
 
 
+DEMO_NOTE = "the shipped demo model (trained here), 32 px; its PyTorch files from `python -m stylegen_trt.demo.train --work`"
+
+
 def custom(bundle: Path, base: Path, vgg: Path | None, branch: Path | None) -> BenchModel:
-    return BenchModel("custom", bundle, base, vgg, branch)
+    """A user's bundle and its PyTorch files; named ``demo`` when the bundle is the demo model."""
+    try:
+        kind = json.loads((bundle / "manifest.json").read_text()).get("description", {}).get("kind")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        kind = None
+    return BenchModel("demo" if kind == "demo" else "custom", bundle, base, vgg, branch)
 
 
 def describe(model: BenchModel) -> dict:
@@ -210,7 +218,7 @@ def describe(model: BenchModel) -> dict:
     files = manifest.get("files", {})
     return {
         "name": model.name,
-        "note": CONFIGS[model.name].note if model.name in CONFIGS else "user model",
+        "note": CONFIGS[model.name].note if model.name in CONFIGS else DEMO_NOTE if model.name == "demo" else "user model",
         "bundle": str(model.bundle), "base": str(model.base),
         "vgg": str(model.vgg) if model.vgg else "torch hub cache",
         "branch": str(model.branch) if model.branch else "zero-initialised",

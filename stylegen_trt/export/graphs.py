@@ -28,6 +28,7 @@ class ExportLimits:
     max_images: int = 4
     style_image_size: int = 512
     max_styles: int = 4
+    max_branch_steps: int = 50  # timesteps one style-branch call can take (the runtime batches them)
 
     def __post_init__(self):
         if self.min_size % 8 or self.max_size % 8 or not self.min_size <= self.native_size <= self.max_size:
@@ -57,11 +58,13 @@ def residual_levels(unet) -> list[int]:
     return levels
 
 
-def residual_specs(unet) -> tuple[TensorSpec, ...]:
+def residual_specs(unet, batch: int | str = 1) -> tuple[TensorSpec, ...]:
+    """The 12 down + 1 mid residuals: batch 1 into the UNet (they broadcast over its batch),
+    ``branch_steps`` out of the branch (one row per timestep)."""
     def dims(channels, level):
         if level == 0:
-            return (1, channels, "latent_h", "latent_w")
-        return (1, channels, f"latent_h/{2 ** level}", f"latent_w/{2 ** level}")
+            return (batch, channels, "latent_h", "latent_w")
+        return (batch, channels, f"latent_h/{2 ** level}", f"latent_w/{2 ** level}")
 
     down = [TensorSpec(f"down_res_{i}", "float32", dims(c, lvl))
             for i, (c, lvl) in enumerate(zip(residual_channels(unet), residual_levels(unet)))]
@@ -117,13 +120,14 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
         (TensorSpec("style_map", "float32", ("style_batch", 1, STYLE_MAP_SIZE, STYLE_MAP_SIZE)),),
         {"style_batch": AxisRange(1, 1, limits.max_styles)},
     )
+    # S and t only (no latent), so the runtime can run the branch for many timesteps in one call
     branch_spec = GraphSpec(
         "style_branch",
-        (TensorSpec("style_map", "float32", (1, 1, "latent_h", "latent_w")),
-         TensorSpec("timestep", "float32", (1,)),
+        (TensorSpec("style_map", "float32", ("branch_steps", 1, "latent_h", "latent_w")),
+         TensorSpec("timestep", "float32", ("branch_steps",)),
          TensorSpec("style_scale", "float32", (1,))),
-        residuals,
-        dict(latent_axes),
+        residual_specs(base.unet, "branch_steps"),
+        {"branch_steps": AxisRange(1, min(10, limits.max_branch_steps), limits.max_branch_steps), **latent_axes},
     )
     unet = GraphSpec(
         "unet",
@@ -148,7 +152,8 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
                                     lambda: (torch.randint(0, vocab, (2, seq), generator=gen),)),
         "style_encoder": GraphExport(style, style_encoder, lambda: (torch.rand(1, 3, size, size, generator=gen),)),
         "style_branch": GraphExport(branch_spec, branch, lambda: (
-            torch.rand(1, 1, h, h, generator=gen) * 3, torch.tensor([500.0]), torch.tensor([1.0]))),
+            (torch.rand(1, 1, h, h, generator=gen) * 3).expand(2, -1, -1, -1).contiguous(), torch.tensor([500.0, 250.0]),
+            torch.tensor([1.0]))),
         "unet": GraphExport(unet, ResidualUNet(base.unet), lambda: (
             randn(2, latent_ch, h, h), torch.tensor([500.0]), randn(2, seq, dim), *residual_samples(h))),
         "vae_decoder": GraphExport(vae, VaeDecoder(base.vae), lambda: (randn(1, latent_ch, h, h) * 5,)),

@@ -40,6 +40,11 @@ class EvalSettings:
 class EvalReport:
     settings: EvalSettings
     rows: list[dict] = field(default_factory=list)
+    fidelity: dict = field(default_factory=dict)  # FID / KID / CLIPSIM, when their weights were given
+    # the images themselves, for set-level metrics (not written to JSON)
+    images: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"guided": [], "off": []}, repr=False)
+    image_prompts: list[str] = field(default_factory=list, repr=False)
+    references: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
         guided = np.array([r["stysim_guided"] for r in self.rows])
@@ -49,6 +54,7 @@ class EvalReport:
         if self.rows and "content_guided" in self.rows[0]:
             out["content_accuracy_guided"] = float(np.mean([r["content_guided"] for r in self.rows]))
             out["content_accuracy_off"] = float(np.mean([r["content_off"] for r in self.rows]))
+        out.update(self.fidelity)
         return out
 
     def to_json(self) -> dict:
@@ -61,6 +67,10 @@ class EvalReport:
                  f"{'ratio guided/off':24}{s['stysim_ratio']:>14.3f}"]
         if "content_accuracy_guided" in s:
             lines.append(f"{'content accuracy':24}{s['content_accuracy_guided']:>14.1%}{s['content_accuracy_off']:>14.1%}")
+        for name, label in (("fid", "FID to style images"), ("kid_mean", "KID to style images"),
+                            ("clipsim", "CLIPSIM to prompt")):
+            if f"{name}_guided" in s:
+                lines.append(f"{label:24}{s[f'{name}_guided']:>14.4g}{s[f'{name}_off']:>14.4g}")
         lines.append(f"pairs: {s['pairs']} x {self.settings.images_per_pair} image(s), "
                      f"{self.settings.scheduler} {self.settings.steps} steps")
         return "\n".join(lines)
@@ -79,6 +89,7 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
     n = settings.images_per_pair
     for si, style in enumerate(styles):
         reference = style_reference(style)
+        report.references.append(reference)
         references = np.repeat(reference[None], n, axis=0)
         for pi, prompt in enumerate(prompts):
             common = dict(prompt=prompt, scheduler=settings.scheduler, steps=settings.steps,
@@ -92,9 +103,33 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
                 row["content_guided"] = float(np.mean(judge(guided, [prompt] * n)))
                 row["content_off"] = float(np.mean(judge(off, [prompt] * n)))
             report.rows.append(row)
+            report.images["guided"].extend(guided)
+            report.images["off"].extend(off)
+            report.image_prompts.extend([prompt] * n)
             if on_pair:
                 on_pair(si * len(prompts) + pi + 1, total)
     return report
+
+
+def add_fidelity(report: EvalReport, inception: Path | None = None, clip: Path | None = None) -> None:
+    """FID and KID to the style images (Inception weights) and CLIPSIM to the prompts (CLIP weights),
+    for the style-guided and the branch-off images."""
+    from stylegen_trt.metrics import fidelity
+
+    for kind in ("guided", "off"):
+        images = np.stack(report.images[kind])
+        if inception is not None:
+            references = _common_size(report.references, images.shape[1:3])
+            for name, value in fidelity.fid_kid(images, references, inception).items():
+                report.fidelity[f"{name}_{kind}"] = value
+        if clip is not None:
+            report.fidelity[f"clipsim_{kind}"] = fidelity.clip_similarity(images, report.image_prompts, clip)
+
+
+def _common_size(images: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(i).resize(size[::-1], Image.BICUBIC)) for i in images])
 
 
 def write_report(report: EvalReport, path: Path) -> None:

@@ -5,8 +5,9 @@
     x_T     -> sampler( denoise(x, t) ) -> x_0       (denoise: UNet + branch residuals + CFG)
     x_0     -> vae_decoder -> image
 
-The style branch depends on (S, t) only, so each step runs it once at batch 1; its
-residuals broadcast inside the UNet graph over the images and both CFG halves.
+The style branch depends on (S, t) only, never on the latent: one call computes the residuals
+of many timesteps at once (a row per timestep, within a memory budget), and each step's row
+broadcasts inside the UNet graph over the images and both CFG halves.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from stylegen_trt.spec import resolve_shape
 log = logging.getLogger(__name__)
 
 Residuals = Mapping[str, np.ndarray]
+RESIDUAL_BUDGET_BYTES = 64 * 2**20  # precomputed branch residuals held at once (SD 1.5, 512 px: 2 steps)
 
 
 @dataclass(frozen=True)
@@ -111,25 +113,48 @@ def make_denoiser(unet: TimedEngine, context: np.ndarray, guidance: float,
 
 
 def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray | None, scale: float,
-                   active: frozenset[int]) -> Callable[[int], Residuals]:
-    """t -> the branch's residuals inside the style window, zero residuals outside (branch not run)."""
-    if style_map is None:
+                   active: list[int], chunk: int) -> Callable[[int], Residuals]:
+    """t -> the branch's residuals for timesteps in ``active`` (in sampling order), zeros elsewhere.
+
+    The branch sees S and t only, never the latent, so residuals for the next ``chunk`` active
+    timesteps come from one call (one row per timestep) and are handed out one step at a time.
+    """
+    if style_map is None or not active:
         return lambda t: zeros
     scale_arr = np.array([scale], np.float32)
+    ready: dict[int, Residuals] = {}
 
     def residuals_at(t: int) -> Residuals:
         if t not in active:
             return zeros
-        return branch.run({"style_map": style_map, "timestep": np.array([t], np.float32), "style_scale": scale_arr})
+        if t not in ready:
+            ready.clear()
+            start = active.index(t)
+            batch = active[start:start + chunk]
+            out = branch.run({"style_map": np.repeat(style_map, len(batch), axis=0),
+                              "timestep": np.array(batch, np.float32), "style_scale": scale_arr})
+            ready.update({step: {name: rows[i:i + 1] for name, rows in out.items()} for i, step in enumerate(batch)})
+        return ready[t]
 
     return residuals_at
 
 
-def window_timesteps(ts: np.ndarray, window: tuple[float, float]) -> frozenset[int]:
-    """Timesteps whose step index i satisfies start <= i / K < end."""
+def branch_chunk(spec, latent_h: int, latent_w: int, budget_bytes: int | None = None) -> int:
+    """How many timesteps one branch call takes: the graph's limit, and a memory budget for the residuals."""
+    budget_bytes = RESIDUAL_BUDGET_BYTES if budget_bytes is None else budget_bytes
+    steps_axis = spec.axes.get("branch_steps")
+    if steps_axis is None:  # a bundle exported before the branch took a batch of timesteps
+        return 1
+    axes = {"latent_h": latent_h, "latent_w": latent_w, "branch_steps": 1}
+    per_step = sum(4 * int(np.prod(resolve_shape(o.dims, axes))) for o in spec.outputs)
+    return max(1, min(steps_axis.max, budget_bytes // per_step))
+
+
+def active_timesteps(ts: np.ndarray, window: tuple[float, float]) -> list[int]:
+    """Timesteps whose step index i satisfies start <= i / K < end, in sampling order."""
     k = len(ts)
     start, end = window
-    return frozenset(int(t) for i, t in enumerate(ts) if start * k <= i < end * k)
+    return [int(t) for i, t in enumerate(ts) if start * k <= i < end * k]
 
 
 class StylePipeline:
@@ -221,8 +246,10 @@ class StylePipeline:
 
         ts = schedulers.timesteps(request.scheduler, self.scheduler_config, request.steps)
         zeros = self._zero_residuals(latent_shape[2], latent_shape[3])
-        residuals_at = make_residuals(self.engines["style_branch"], zeros, style_map, request.style.scale,
-                                      window_timesteps(ts, request.style.window))
+        branch = self.engines["style_branch"]
+        residuals_at = make_residuals(branch, zeros, style_map, request.style.scale,
+                                      active_timesteps(ts, request.style.window),
+                                      branch_chunk(branch.spec, latent_shape[2], latent_shape[3]))
         denoise = make_denoiser(self.engines["unet"], context, request.guidance, residuals_at)
 
         x = request.latents.astype(np.float32) if request.latents is not None else \
@@ -241,9 +268,10 @@ class StylePipeline:
         return GenerationResult(images, seed, self.times)
 
     def _zero_residuals(self, latent_h: int, latent_w: int) -> dict[str, np.ndarray]:
-        spec = self.bundle.graphs["style_branch"]
+        residual_names = set(self.bundle.graphs["style_branch"].output_names)
         axes = {"latent_h": latent_h, "latent_w": latent_w}
-        return {t.name: np.zeros(resolve_shape(t.dims, axes), np.float32) for t in spec.outputs}
+        return {t.name: np.zeros(resolve_shape(t.dims, axes), np.float32)
+                for t in self.bundle.graphs["unet"].inputs if t.name in residual_names}
 
 
 def resolve_size(request: GenerationRequest, manifest: dict) -> tuple[int, int]:
