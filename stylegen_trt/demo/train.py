@@ -130,7 +130,11 @@ def train_base(work: Path, cfg: DemoConfig, vae):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     )
-    scheduler_config = dict(loaders.SD15_SCHEDULER_CONFIG)
+    # DDPM's linear betas, not SD's scaled_linear: at 16x16 the latent keeps a shape's position
+    # readable up to t ~ 850 under SD's schedule, so the model learns position from x_t instead of
+    # the prompt and samples from pure noise land in the centre; linear noises it out by t ~ 650.
+    scheduler_config = {**loaders.SD15_SCHEDULER_CONFIG, "beta_schedule": "linear", "beta_start": 0.0001,
+                        "beta_end": 0.02}
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema = [p.detach().clone() for p in params]
