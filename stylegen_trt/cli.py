@@ -358,18 +358,6 @@ def train(
     typer.echo(f"wrote {out} (loss log {out.with_suffix('.loss.jsonl')})")
 
 
-def _demo_judge():
-    from stylegen_trt.demo import classifier, data
-
-    model = classifier.load()
-
-    def judge(images, prompts):
-        wanted = [data.parse_prompt(p) for p in prompts]
-        return [w is not None and classifier.matches(p, w) for p, w in zip(classifier.predict(model, images), wanted)]
-
-    return judge
-
-
 def _stysim_for(b, vgg: Optional[Path]):
     from stylegen_trt.metrics.stysim import StySim
 
@@ -437,7 +425,10 @@ def evaluate_command(
         settings = EvalSettings(scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
                                 images_per_pair=images_per_pair)
         stysim = _stysim_for(b, vgg)
-        judge = _demo_judge() if b.is_demo else None
+        judge = None
+        if b.is_demo:
+            from stylegen_trt.demo.classifier import content_judge
+            judge = content_judge()
         with StylePipeline(b) as pipe, Progress(transient=True) as progress:
             task = progress.add_task("evaluating", total=len(styles) * len(prompts))
             report = evaluate(pipe, prompts, styles, stysim, settings, judge,

@@ -48,13 +48,7 @@ def _demo_judge(manifest: dict, prompt: str):
 
     if data.parse_prompt(prompt) is None or not classifier.WEIGHTS.is_file():
         return None, "no content judge: the prompt names no demo shape and position, or the classifier is absent"
-    model = classifier.load()
-
-    def judge(images: np.ndarray, prompts: list[str]) -> list[bool]:
-        wanted = [data.parse_prompt(p) for p in prompts]
-        return [w is not None and classifier.matches(p, w) for p, w in zip(classifier.predict(model, images), wanted)]
-
-    return judge, "content accuracy: the demo content classifier (shape and position)"
+    return classifier.content_judge(), "content accuracy: the demo content classifier (shape and position)"
 
 
 def make_scorer(model: BenchModel, manifest: dict, prompt: str) -> Scorer:

@@ -100,6 +100,18 @@ def matches(predicted: data.Content, wanted: data.Content) -> bool:
     return predicted.shape == wanted.shape and predicted.position == wanted.position
 
 
+def content_judge(model: ContentClassifier | None = None):
+    """``judge(images, prompts) -> [matches]``: does each image show its demo prompt's shape and position?
+    (A prompt that names no demo shape and position never matches.)"""
+    model = model if model is not None else load()
+
+    def judge(images: np.ndarray, prompts: list[str]) -> list[bool]:
+        wanted = [data.parse_prompt(p) for p in prompts]
+        return [w is not None and matches(p, w) for p, w in zip(predict(model, images), wanted)]
+
+    return judge
+
+
 def main() -> None:
     from safetensors.torch import save_file
 

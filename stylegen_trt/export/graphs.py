@@ -95,7 +95,6 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
     residuals = residual_specs(base.unet)
     latent_axes = _latent_axes(base, limits)
     h = _trace_latent(base, limits)
-    f = base.vae_scale_factor
     gen = torch.Generator().manual_seed(0)
 
     def randn(*shape):

@@ -1,4 +1,5 @@
-"""Style-branch training, as in the patent: base frozen, self-style S, eps-prediction MSE.
+"""Style-branch training, as in the patent: base frozen, self-style S, eps-prediction MSE
+(or the base's own target when it was trained for v- or x0-prediction).
 
 For each image: its latent x_0 (frozen VAE), its own style map S (frozen style encoder;
 no paired content/style data needed), its caption's encoding c (frozen text encoder,
@@ -88,8 +89,17 @@ class BranchTrainer:
         with torch.autocast(self.config.device.split(":")[0], dtype=self.autocast_dtype,
                             enabled=self.autocast_dtype is not None):
             residuals = self.branch(s, t.float(), torch.ones(1))
-            eps = self.unet(x_t, t.float(), context, *residuals)
-        return F.mse_loss(eps.float(), noise)
+            prediction = self.unet(x_t, t.float(), context, *residuals)
+        return F.mse_loss(prediction.float(), self.target(x0, noise, t))
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the base UNet predicts: eps for SD 1.x (the patent's loss), v or x0 for bases trained so."""
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.noise_scheduler.get_velocity(x0, noise, t)
+        return x0
 
     def step(self, batches: Iterator[Batch]) -> float:
         """One optimiser update over ``grad_accumulation`` micro-batches; returns the mean loss."""
