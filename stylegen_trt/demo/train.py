@@ -218,7 +218,8 @@ def export_demo(work: Path, out: Path, cfg: DemoConfig, seconds: dict) -> Path:
                           style_image_size=data.IMAGE_SIZE, max_styles=4)
     description = {
         "kind": "demo",
-        "base": "demo model: tiny SD-1.x-shaped VAE/CLIP/UNet trained from scratch on procedural shapes",
+        "base": "demo model: tiny SD-1.x-shaped VAE/CLIP/UNet trained from scratch on procedural shapes "
+                "(v-prediction, linear betas)",
         "vgg": f"seeded random VGG19 filters (seed {cfg.seed}), not ImageNet weights",
         "branch": "trained on procedural textures (self-style), base frozen",
         "note": "a demonstration of the method on 32x32 procedural images; it knows only shapes "
