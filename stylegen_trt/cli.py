@@ -222,15 +222,12 @@ def generate(
         if x_t.ndim != 4:
             fail(f"--latents has shape {x_t.shape}: x_T needs 4 dimensions (n, 4, H/8, W/8)")
     b = open_bundle(_bundle_or_demo(bundle))
-    defaults = b.manifest["defaults"]
+    scheduler, steps, guidance = _sampling_defaults(b.manifest, scheduler, steps, guidance)
     request = GenerationRequest(
         prompt=prompt, negative=negative,
         style=StyleRequest(tuple(style), tuple(style_weight) if style_weight else None,
-                           defaults["style_scale"] if style_scale is None else style_scale, style_window),
-        scheduler=defaults["scheduler"] if scheduler is None else scheduler,
-        steps=defaults["steps"] if steps is None else steps,
-        guidance=defaults["guidance"] if guidance is None else guidance,
-        seed=seed, n=n, height=height, width=width, latents=x_t,
+                           b.manifest["defaults"]["style_scale"] if style_scale is None else style_scale, style_window),
+        scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, n=n, height=height, width=width, latents=x_t,
     )
     check_request(request, b.manifest)  # before opening engines: bad input fails fast
     for path in style:
@@ -358,6 +355,14 @@ def train(
     typer.echo(f"wrote {out} (loss log {out.with_suffix('.loss.jsonl')})")
 
 
+def _sampling_defaults(manifest: dict, scheduler: Optional[str], steps: Optional[int],
+                       guidance: Optional[float]) -> tuple[str, int, float]:
+    """The sampler settings asked for, else the bundle's defaults (what the model was made for)."""
+    d = manifest["defaults"]
+    return (d["scheduler"] if scheduler is None else scheduler, d["steps"] if steps is None else steps,
+            d["guidance"] if guidance is None else guidance)
+
+
 def _stysim_for(b, vgg: Optional[Path]):
     from stylegen_trt.metrics.stysim import StySim
 
@@ -382,9 +387,9 @@ def evaluate_command(
     inception: Optional[Path] = typer.Option(None, "--inception", help="TorchScript Inception for FID/KID "
                                              "(e.g. inception-2015-12-05.pt)."),
     clip: Optional[Path] = typer.Option(None, "--clip", help="Local CLIP directory (transformers layout) for CLIPSIM."),
-    scheduler: str = typer.Option("ddpm", "--scheduler"),
-    steps: int = typer.Option(50, "--steps"),
-    guidance: float = typer.Option(7.5, "--guidance"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Default: the bundle's."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Default: the bundle's."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Default: the bundle's."),
     images_per_pair: int = typer.Option(1, "--images-per-pair"),
     seed: int = typer.Option(0, "--seed"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (every pair) here."),
@@ -422,6 +427,7 @@ def evaluate_command(
                 typer.echo(f"{label}: skipped (needs local weights: pass {option} PATH; nothing is downloaded)", err=True)
             elif not (weights.is_file() if kind == "file" else weights.is_dir()):
                 fail(f"{option} {weights}: no such {'file' if kind == 'file' else 'directory'}")
+        scheduler, steps, guidance = _sampling_defaults(b.manifest, scheduler, steps, guidance)
         settings = EvalSettings(scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
                                 images_per_pair=images_per_pair)
         stysim = _stysim_for(b, vgg)
@@ -448,9 +454,9 @@ def grid(
     prompt: List[str] = typer.Option([], "--prompt", help="Prompt; repeat (demo default: four shapes)."),
     style: List[Path] = typer.Option([], "--style", help="Style image; repeat (demo default: examples/styles)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle"),
-    scheduler: str = typer.Option("ddpm", "--scheduler"),
-    steps: int = typer.Option(50, "--steps"),
-    guidance: float = typer.Option(7.5, "--guidance"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Default: the bundle's."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Default: the bundle's."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Default: the bundle's."),
     seed: int = typer.Option(0, "--seed"),
     cell: int = typer.Option(96, "--cell", help="Pixel size of each cell (images are upscaled, nearest)."),
 ):
@@ -464,6 +470,7 @@ def grid(
 
     check_output_location(out)
     b = open_bundle(_bundle_or_demo(bundle))
+    scheduler, steps, guidance = _sampling_defaults(b.manifest, scheduler, steps, guidance)
     prompts = list(prompt) or (["a large circle in the center", "a small square on the left",
                                 "a large triangle on the right", "a large cross in the center"] if b.is_demo else [])
     styles = list(style) or sorted((Path(__file__).parent.parent / "examples" / "styles").glob("*.png"))
