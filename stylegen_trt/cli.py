@@ -422,11 +422,16 @@ def evaluate_command(
             prompts = prompts or [c.prompt for c in data.all_contents()]
         if not styles or not prompts:
             fail("give at least one --style and one --prompt")
-        for label, option, weights, kind in (("FID/KID", "--inception", inception, "file"), ("CLIPSIM", "--clip", clip, "dir")):
-            if weights is None:
+        weights = (("FID/KID", "--inception", inception, "file"), ("CLIPSIM", "--clip", clip, "dir"))
+        for label, option, path, kind in weights:  # bad weights fail before any image is generated
+            if path is not None and not (path.is_file() if kind == "file" else path.is_dir()):
+                fail(f"{option} {path}: no such {'file' if kind == 'file' else 'directory'}")
+        if inception is not None:
+            from stylegen_trt.metrics.fidelity import InceptionFeatures
+            InceptionFeatures(inception)
+        for label, option, path, _ in weights:
+            if path is None:
                 typer.echo(f"{label}: skipped (needs local weights: pass {option} PATH; nothing is downloaded)", err=True)
-            elif not (weights.is_file() if kind == "file" else weights.is_dir()):
-                fail(f"{option} {weights}: no such {'file' if kind == 'file' else 'directory'}")
         scheduler, steps, guidance = _sampling_defaults(b.manifest, scheduler, steps, guidance)
         settings = EvalSettings(scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
                                 images_per_pair=images_per_pair)

@@ -58,7 +58,8 @@ def test_each_graph_matches_torch(tiny, styled_bundle, latent):
     graphs = build_graphs(tiny.base, tiny.encoder, tiny.styled_branch, ExportLimits(32, 128, 64, style_image_size=64))
     m = json.loads((styled_bundle / "manifest.json").read_text())
     gen = torch.Generator().manual_seed(latent)
-    axes = {"latent_h": latent, "latent_w": latent, "text_batch": 2, "unet_batch": 2, "style_batch": 1, "image_batch": 1}
+    axes = {"latent_h": latent, "latent_w": latent, "text_batch": 2, "unet_batch": 2, "style_batch": 1, "image_batch": 1,
+            "branch_steps": 3}
     for name in GRAPHS:
         spec = graphs[name].spec
         inputs = []
@@ -67,7 +68,7 @@ def test_each_graph_matches_torch(tiny, styled_bundle, latent):
             if t.dtype == "int64":
                 inputs.append(torch.randint(0, tiny.base.text_encoder.config.vocab_size, shape, generator=gen))
             elif t.name == "timestep":
-                inputs.append(torch.tensor([417.0]))
+                inputs.append(torch.tensor([417.0, 250.0, 3.0][:shape[0]]))  # the branch takes 3 timesteps
             elif t.name == "style_scale":
                 inputs.append(torch.tensor([0.8]))
             elif t.name == "style_image":
