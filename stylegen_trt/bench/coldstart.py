@@ -68,7 +68,8 @@ def _workload(args):
     from stylegen_trt.bench.workload import Workload
 
     return Workload(args.prompt, args.negative, Path(args.style) if args.style else None, args.scheduler,
-                    args.steps, args.guidance, args.seed, args.size, args.n)
+                    args.steps, args.guidance, args.seed, args.size, args.n,
+                    args.latent_factor)
 
 
 def _run_runtime(args) -> tuple[object, float]:
@@ -107,6 +108,7 @@ def child(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--n", type=int, default=1)
+    parser.add_argument("--latent-factor", type=int, default=8)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--t0", type=float, help="the parent's time.time() just before starting this process")
     parser.add_argument("--out", help="save the images here (.npy) for the agreement check")

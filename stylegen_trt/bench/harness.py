@@ -218,7 +218,7 @@ def cold_start(model: BenchModel, work: Workload, settings: BenchSettings, threa
                tmp: Path, reference_images: dict[str, np.ndarray]) -> tuple[dict, dict]:
     common = ["--prompt", work.prompt, "--negative", work.negative, "--scheduler", work.scheduler,
               "--steps", str(work.steps), "--guidance", str(work.guidance), "--seed", str(work.seed),
-              "--size", str(work.size), "--n", str(work.n), "--threads", str(threads)]
+              "--size", str(work.size), "--n", str(work.n), "--latent-factor", str(work.latent_factor), "--threads", str(threads)]
     if work.style is not None:
         common += ["--style", str(work.style)]
     args = {"runtime": ["--bundle", str(model.bundle), *common],
@@ -320,7 +320,8 @@ def run_bench(model: BenchModel, settings: BenchSettings = BenchSettings(), comm
             manifest = runtime.pipe.bundle.manifest
             size = settings.size or manifest["sizes"]["native"]
             work = Workload(settings.prompt, settings.negative, style, settings.scheduler, settings.steps,
-                            settings.guidance, settings.seed, size)
+                            settings.guidance, settings.seed, size,
+                            latent_factor=manifest["latent"]["vae_scale_factor"])
             check_request(request_of(work), manifest)
             sections, images = in_process(model, runtime, work, settings, threads, info["gemm"].get("gflops"), flags)
         finally:

@@ -24,11 +24,12 @@ class Workload:
     seed: int
     size: int  # square images, pixels
     n: int = 1
+    latent_factor: int = 8  # the VAE's downsampling (the bundle's latent.vae_scale_factor)
 
-    def latents(self, channels: int = 4, factor: int = 8) -> np.ndarray:
+    def latents(self, channels: int = 4) -> np.ndarray:
         """x_T for both sides: seeded apart from the sampler's own noise stream (which is ``seed``)."""
         rng = np.random.default_rng((self.seed, 0x5EED))
-        side = self.size // factor
+        side = self.size // self.latent_factor
         return rng.standard_normal((self.n, channels, side, side), dtype=np.float32)
 
     def but(self, **changes) -> "Workload":
