@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 Residuals = Mapping[str, np.ndarray]
 RESIDUAL_BUDGET_BYTES = 64 * 2**20  # precomputed branch residuals held at once (SD 1.5, 512 px: 2 steps)
+# Rows x latent pixels per branch call: the call's activations (self-attention grows with the square
+# of the latent area) must stay near a UNet call's. 4096 = one SD 1.5 latent at 512 px: 1 row there,
+# 4 for the small bench model (32x32), 16 for the demo (16x16). Measured: 45 rows at 32x32 took
+# the small model's peak RSS from 0.7 to 2.4 GB.
+BRANCH_LATENT_PIXELS = 4096
 
 
 @dataclass(frozen=True)
@@ -140,14 +145,15 @@ def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray 
 
 
 def branch_chunk(spec, latent_h: int, latent_w: int, budget_bytes: int | None = None) -> int:
-    """How many timesteps one branch call takes: the graph's limit, and a memory budget for the residuals."""
+    """How many timesteps one branch call takes: the graph's limit, a memory budget for the residuals
+    held between calls, and one for the call's own activations."""
     budget_bytes = RESIDUAL_BUDGET_BYTES if budget_bytes is None else budget_bytes
     steps_axis = spec.axes.get("branch_steps")
     if steps_axis is None:  # a bundle exported before the branch took a batch of timesteps
         return 1
     axes = {"latent_h": latent_h, "latent_w": latent_w, "branch_steps": 1}
     per_step = sum(4 * int(np.prod(resolve_shape(o.dims, axes))) for o in spec.outputs)
-    return max(1, min(steps_axis.max, budget_bytes // per_step))
+    return max(1, min(steps_axis.max, budget_bytes // per_step, BRANCH_LATENT_PIXELS // (latent_h * latent_w)))
 
 
 def active_timesteps(ts: np.ndarray, window: tuple[float, float]) -> list[int]:
