@@ -39,7 +39,7 @@ def patched(options, level):
     return so
 ort_engine._session_options = patched
 out["imports_mb"] = status("VmRSS:")
-pipe = StylePipeline(open_bundle(bundle), EngineOptions(threads=threads), style_cache_dir=sys.argv[7])
+pipe = StylePipeline(open_bundle(bundle), EngineOptions(threads=threads), style_cache_dir=__import__("pathlib").Path(sys.argv[7]))
 out["loaded_mb"] = status("VmRSS:")
 start = time.perf_counter()
 pipe.generate(GenerationRequest("a red cat painting", steps=steps, seed=0, style=StyleRequest((style,))))
@@ -71,7 +71,9 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for label, arena, prepack in (("warm-up: builds the bundle's optimised-graph cache", "1", "1"), *SETTINGS):
             done = subprocess.run([sys.executable, "-c", CHILD, str(args.bundle), str(style), str(args.threads),
-                                   str(args.steps), arena, prepack, tmp], capture_output=True, text=True, check=True)
+                                   str(args.steps), arena, prepack, tmp], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{label}: child failed:\n{done.stderr[-2000:]}")
             r = json.loads(done.stdout.strip().splitlines()[-1])
             if label.startswith("warm-up"):
                 continue
