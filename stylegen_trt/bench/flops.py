@@ -147,7 +147,19 @@ def count_model_flops(model, input_shapes: Mapping[str, Sequence[int]]) -> FlopC
 
 
 def count_onnx_flops(path: str | Path, input_shapes: Mapping[str, Sequence[int]]) -> FlopCount:
-    """As ``count_model_flops`` for a file; external weight data is not loaded (shapes suffice)."""
+    """As ``count_model_flops`` for a file. Of the external weight data only small tensors are
+    loaded (constants that shape inference may fold); weights' shapes are in the graph."""
+    import numpy as np
     import onnx
+    from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
-    return count_model_flops(onnx.load(str(path), load_external_data=False), input_shapes)
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor) and int(np.prod(tensor.dims)) <= SMALL_TENSOR_ELEMENTS:
+            load_external_data_for_tensor(tensor, str(Path(path).parent))
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+    return count_model_flops(model, input_shapes)
+
+
+SMALL_TENSOR_ELEMENTS = 65536  # biases and norms: a few MB in all
