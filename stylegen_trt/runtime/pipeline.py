@@ -127,15 +127,15 @@ def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray 
     if style_map is None or not active:
         return lambda t: zeros
     scale_arr = np.array([scale], np.float32)
+    position = {t: i for i, t in enumerate(active)}  # set lookups: this runs every step
     ready: dict[int, Residuals] = {}
 
     def residuals_at(t: int) -> Residuals:
-        if t not in active:
+        if t not in position:
             return zeros
         if t not in ready:
             ready.clear()
-            start = active.index(t)
-            batch = active[start:start + chunk]
+            batch = active[position[t]:position[t] + chunk]
             out = branch.run({"style_map": np.repeat(style_map, len(batch), axis=0),
                               "timestep": np.array(batch, np.float32), "style_scale": scale_arr})
             ready.update({step: {name: rows[i:i + 1] for name, rows in out.items()} for i, step in enumerate(batch)})
