@@ -1,8 +1,9 @@
 """Graph contracts as data, shared by export (writes them), the manifest, engines and runtime.
 
 Pure Python: imports neither torch nor NumPy. A dimension is an int (static) or a
-string naming a dynamic axis, optionally divided (ceil) by a power of two:
-``"latent_h"``, ``"latent_h/4"``. Each axis has a min/opt/max range, which is what
+string naming a dynamic axis, optionally divided (ceil) or multiplied by a whole number:
+``"latent_h"``, ``"latent_h/4"`` (a downsampled skip), ``"latent_h*4"`` (an input the graph
+downsamples). Each axis has a min/opt/max range, which is what
 ONNX dynamic axes, the runtime's input checks and TensorRT optimisation profiles use.
 """
 
@@ -60,7 +61,7 @@ class GraphSpec:
         """torch.onnx.export's ``dynamic_axes``: every named dimension, by its own name."""
         out: dict[str, dict[int, str]] = {}
         for t in (*self.inputs, *self.outputs):
-            named = {i: d.replace("/", "_") for i, d in enumerate(t.dims) if isinstance(d, str)}
+            named = {i: d.replace("/", "_").replace("*", "x") for i, d in enumerate(t.dims) if isinstance(d, str)}
             if named:
                 out[t.name] = named
         return out
@@ -81,13 +82,24 @@ class GraphSpec:
         return cls(name, tensors(d["inputs"]), tensors(d["outputs"]), axes)
 
 
+def split_dim(dim: str) -> tuple[str, str, int]:
+    """``"a"`` -> ("a", "", 1); ``"a/k"`` -> ("a", "/", k); ``"a*k"`` -> ("a", "*", k)."""
+    for op in "/*":
+        name, found, factor = dim.partition(op)
+        if found:
+            return name, op, int(factor)
+    return dim, "", 1
+
+
 def resolve_dim(dim: Dim, axes: dict[str, int]) -> int:
     """Concrete size of ``dim`` given axis values; ``"a/k"`` is ceil(a / k), as strided convs give."""
     if isinstance(dim, int):
         return dim
-    name, _, divisor = dim.partition("/")
+    name, op, factor = split_dim(dim)
     value = axes[name]
-    return math.ceil(value / int(divisor)) if divisor else value
+    if op == "/":
+        return math.ceil(value / factor)
+    return value * factor
 
 
 def resolve_shape(dims: tuple[Dim, ...], axes: dict[str, int]) -> tuple[int, ...]:
@@ -99,9 +111,13 @@ def bind_axes(spec: TensorSpec, shape: tuple[int, ...], axes: dict[str, int]) ->
     if len(shape) != len(spec.dims):
         return f"{spec.name} has rank {len(shape)}, expected {len(spec.dims)}"
     for size, dim in zip(shape, spec.dims):
-        if isinstance(dim, str) and "/" not in dim and dim not in axes:
-            axes[dim] = size
-        expected = resolve_dim(dim, axes) if (isinstance(dim, int) or dim.split("/")[0] in axes) else size
+        if isinstance(dim, str):
+            name, op, factor = split_dim(dim)
+            if name not in axes and op != "/":  # "a/k" does not say a; "a*k" does, when k divides
+                if size % factor:
+                    return f"{spec.name} has shape {tuple(shape)}, expected {spec.dims} (a multiple of {factor})"
+                axes[name] = size // factor
+        expected = resolve_dim(dim, axes) if (isinstance(dim, int) or split_dim(dim)[0] in axes) else size
         if size != expected:
             return f"{spec.name} has shape {tuple(shape)}, expected {spec.dims}"
     return None

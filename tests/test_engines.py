@@ -12,8 +12,8 @@ from stylegen_trt.spec import AxisRange, GraphSpec, TensorSpec, bind_axes, resol
 
 
 def _feeds(latent=8):
-    rng = np.random.default_rng(0)
-    return {"style_map": rng.random((1, 1, latent, latent), dtype=np.float32),
+    rng = np.random.default_rng(0)  # S at 8x the latent: the tiny branch's stem strides 8
+    return {"style_map": rng.random((1, 1, 8 * latent, 8 * latent), dtype=np.float32),
             "timestep": np.array([100.0], np.float32), "style_scale": np.array([1.0], np.float32)}
 
 
@@ -102,6 +102,13 @@ def test_spec_dims_and_profiles():
     axes = {}
     assert bind_axes(spec.inputs[0], (2, 4, 12, 3), axes) is None and axes == {"b": 2, "h": 12}
     assert "expected" in bind_axes(spec.inputs[0], (2, 4, 12, 4), {})
+    strided = TensorSpec("s", "float32", ("b", 1, "h*4", "w*4"))  # an input the graph downsamples
+    assert resolve_dim("h*4", {"h": 9}) == 36
+    assert GraphSpec("g", (strided,), (), {}).dynamic_axes() == {"s": {0: "b", 2: "hx4", 3: "wx4"}}
+    axes = {}
+    assert bind_axes(strided, (1, 1, 36, 20), axes) is None and axes == {"b": 1, "h": 9, "w": 5}
+    assert "multiple of 4" in bind_axes(strided, (1, 1, 34, 20), {})
+    assert "expected" in bind_axes(strided, (1, 1, 36, 20), {"h": 8})
     with pytest.raises(ValueError):
         AxisRange(3, 2, 4)
     check_inputs(GraphSpec("g", (TensorSpec("t", "int64", (1,)),), ()), {"t": np.zeros(1, np.int64)})

@@ -6,7 +6,9 @@ import torch
 
 from stylegen_trt.errors import UserError
 from stylegen_trt.models import loaders
-from stylegen_trt.models.style_branch import ResidualUNet, residual_channels, resize_style_map
+from stylegen_trt.models.style_branch import (
+    ResidualUNet, StyleStem, default_stem_stride, residual_channels, resize_style_map,
+)
 from stylegen_trt.models.style_encoder import StyleEncoder, VGGBlocks, gram, load_vgg_state, random_vgg19_state
 from stylegen_trt.runtime.style import resize_style_map as resize_style_map_np
 
@@ -76,7 +78,8 @@ def test_branch_starts_at_zero_and_has_sd_residual_layout(tiny):
     branch = tiny.zero_branch
     assert branch.num_residuals == 13  # 12 down + 1 mid, as SD 1.x
     assert residual_channels(tiny.base.unet) == [32, 32, 32, 32, 32, 32, 32, 64, 64, 64, 64, 64]
-    style = resize_style_map(tiny.encoder(torch.rand(1, 3, 64, 64)), 8, 8)
+    assert branch.style_map_size(8, 8) == (64, 64)  # tiny's native latent is 8: its stem strides 8
+    style = resize_style_map(tiny.encoder(torch.rand(1, 3, 64, 64)), *branch.style_map_size(8, 8))
     residuals = branch(style, torch.tensor([321.0]), torch.tensor([1.0]))
     assert len(residuals) == 13 and all(torch.count_nonzero(r) == 0 for r in residuals)
     assert [tuple(r.shape[-2:]) for r in residuals] == [(8, 8)] * 3 + [(4, 4)] * 3 + [(2, 2)] * 3 + [(1, 1)] * 4
@@ -89,7 +92,7 @@ def test_branch_weights_initialised_from_unet(tiny):
 
 
 def test_style_scale_multiplies_residuals(tiny):
-    style = torch.rand(1, 1, 8, 8) * 3
+    style = torch.rand(1, 1, *tiny.styled_branch.style_map_size(8, 8)) * 3
     t = torch.tensor([500.0])
     one = tiny.styled_branch(style, t, torch.tensor([1.0]))
     half = tiny.styled_branch(style, t, torch.tensor([0.5]))
@@ -102,7 +105,7 @@ def test_residual_unet_with_zero_residuals_is_plain_unet(tiny):
     unet = ResidualUNet(tiny.base.unet)
     x = torch.randn(2, 4, 8, 8)
     c = tiny.base.encode_prompts(["a red cat", ""])
-    zeros = [torch.zeros_like(r) for r in tiny.zero_branch(torch.zeros(1, 1, 8, 8), torch.tensor([1.0]), torch.tensor([1.0]))]
+    zeros = [torch.zeros_like(r) for r in tiny.zero_branch(torch.zeros(1, 1, 64, 64), torch.tensor([1.0]), torch.tensor([1.0]))]
     with torch.no_grad():
         ours = unet(x, torch.tensor([700.0]), c, *zeros)
         plain = tiny.base.unet(x, 700, c).sample
@@ -114,7 +117,7 @@ def test_batch1_residuals_broadcast_like_repeated(tiny):
     x = torch.randn(4, 4, 8, 8)
     c = tiny.base.encode_prompts(["a", "b", "c", "d"])
     with torch.no_grad():
-        res = tiny.styled_branch(torch.rand(1, 1, 8, 8), torch.tensor([200.0]), torch.tensor([1.0]))
+        res = tiny.styled_branch(torch.rand(1, 1, 64, 64), torch.tensor([200.0]), torch.tensor([1.0]))
         broadcast = unet(x, torch.tensor([200.0]), c, *res)
         repeated = unet(x, torch.tensor([200.0]), c, *[r.repeat(4, 1, 1, 1) for r in res])
     torch.testing.assert_close(broadcast, repeated)
@@ -127,10 +130,36 @@ def test_numpy_style_resize_equals_torch_adaptive_pool(size):
     np.testing.assert_allclose(resize_style_map_np(s.numpy(), *size), expected, atol=1e-6)
 
 
+def test_stem_stride_brings_s_to_the_latent_size():
+    # SD 1.x at 512 px: S and the latent are both 64x64; the demo's 16x16 latent takes S at 4x
+    assert [default_stem_stride(n) for n in (64, 96, 48, 32, 16, 8)] == [1, 1, 1, 2, 4, 8]
+    stem = StyleStem(32, hidden=8, stride=4)
+    for h, w in ((16, 16), (13, 9), (1, 3)):
+        assert stem(torch.rand(2, 1, 4 * h, 4 * w)).shape == (2, 32, h, w)
+    plain = StyleStem(32, hidden=8, stride=1)  # SD 1.x's layout, unchanged: three 3x3 convs, no stride
+    assert [type(m).__name__ for m in plain.layers] == ["Conv2d", "SiLU", "Conv2d", "SiLU", "Conv2d"]
+    assert plain(torch.rand(1, 1, 13, 9)).shape == (1, 32, 13, 9)
+    with pytest.raises(ValueError, match="power of two"):
+        StyleStem(32, stride=3)
+
+
+def test_branch_files_without_stem_stride_load_with_stride_1(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    branch = loaders.new_branch(tiny.base, stem_stride=1)
+    path = tmp_path / "old.safetensors"
+    save_file(branch.state_dict(), str(path), metadata={"format": loaders.BRANCH_FORMAT, "stem_hidden": "32"})
+    assert loaders.load_branch(tiny.base, path).stem.stride == 1
+    save_file(load_file(str(path)), str(path), metadata={"format": loaders.BRANCH_FORMAT, "stem_stride": "3"})
+    with pytest.raises(UserError, match="bad stem setting"):
+        loaders.load_branch(tiny.base, path)
+
+
 def test_branch_safetensors_roundtrip(tiny, tmp_path):
     path = tmp_path / "b.safetensors"
     loaders.save_branch(tiny.styled_branch, path)
     loaded = loaders.load_branch(tiny.base, path)
+    assert loaded.stem.stride == tiny.styled_branch.stem.stride == 8
     for (k, a), b in zip(tiny.styled_branch.state_dict().items(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
     (tmp_path / "bad.safetensors").write_bytes(b"nope")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from stylegen_trt.errors import UserError
-from stylegen_trt.models.style_branch import StyleBranch
+from stylegen_trt.models.style_branch import StyleBranch, default_stem_stride
 from stylegen_trt.models.style_encoder import StyleEncoder, load_vgg_state, random_vgg19_state
 
 log = logging.getLogger(__name__)
@@ -114,17 +114,23 @@ def load_style_encoder(vgg_path: str | Path | None) -> StyleEncoder:
     return encoder.eval().requires_grad_(False)
 
 
-def new_branch(base: BaseModel, seed: int = 0, stem_hidden: int = 32) -> StyleBranch:
-    """A zero-initialised branch copied from the base UNet (plain SD until trained)."""
+def new_branch(base: BaseModel, seed: int = 0, stem_hidden: int = 32, stem_stride: int | None = None) -> StyleBranch:
+    """A zero-initialised branch copied from the base UNet (plain SD until trained).
+
+    ``stem_stride`` None: the one that brings S to the native latent size (1 for SD 1.x at 512 px).
+    """
     torch.manual_seed(seed)  # the stem's random init; the projections are zero anyway
     empty = base.encode_prompts([""])
-    return StyleBranch(base.unet, empty, stem_hidden).eval().requires_grad_(False)
+    if stem_stride is None:
+        stem_stride = default_stem_stride(base.native_size // base.vae_scale_factor)
+    return StyleBranch(base.unet, empty, stem_hidden, stem_stride).eval().requires_grad_(False)
 
 
 def save_branch(branch: StyleBranch, path: str | Path) -> None:
     from safetensors.torch import save_file
 
-    meta = {"format": BRANCH_FORMAT, "stem_hidden": str(branch.stem.layers[0].out_channels)}
+    meta = {"format": BRANCH_FORMAT, "stem_hidden": str(branch.stem.layers[0].out_channels),
+            "stem_stride": str(branch.stem.stride)}
     tmp = Path(f"{path}.tmp")
     save_file({k: v.contiguous() for k, v in branch.state_dict().items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -147,7 +153,10 @@ def load_branch(base: BaseModel, path: str | Path | None, seed: int = 0) -> Styl
         raise UserError(f"{path} is not a readable safetensors file: {exc}".splitlines()[0]) from exc
     if meta.get("format") != BRANCH_FORMAT:
         raise UserError(f"{path} is not a stylegen-trt style branch (format {meta.get('format')!r})")
-    branch = new_branch(base, seed, int(meta.get("stem_hidden", 32)))
+    try:  # files written before the stem could stride have no "stem_stride": theirs was 1
+        branch = new_branch(base, seed, int(meta.get("stem_hidden", 32)), int(meta.get("stem_stride", 1)))
+    except ValueError as exc:
+        raise UserError(f"{path} has a bad stem setting in its metadata: {exc}") from exc
     try:
         branch.load_state_dict(state)
     except RuntimeError as exc:

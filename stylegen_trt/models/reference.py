@@ -76,7 +76,7 @@ class TorchReference:
         style = None
         if style_images:
             weights = weights or [1.0 / len(style_images)] * len(style_images)
-            style = resize_style_map(self.style_map(list(style_images), list(weights)), h, w)
+            style = resize_style_map(self.style_map(list(style_images), list(weights)), *self.branch.style_map_size(h, w))
         active = {int(t) for i, t in enumerate(ts) if window[0] * len(ts) <= i < window[1] * len(ts)}
         x = torch.from_numpy(latents.astype(np.float32)) * sched.init_noise_sigma
         with numpy_ddpm_noise(rng or np.random.default_rng(0)):
@@ -86,7 +86,7 @@ class TorchReference:
                     residuals = self.branch(style, t_in, torch.tensor([style_scale]))
                 else:
                     if zeros is None:
-                        probe = self.branch(torch.zeros(1, 1, h, w), t_in, torch.tensor([0.0]))
+                        probe = self.branch(torch.zeros(1, 1, *self.branch.style_map_size(h, w)), t_in, torch.tensor([0.0]))
                         zeros = tuple(torch.zeros_like(r) for r in probe)
                     residuals = zeros
                 x_in = torch.cat([x, x]) if cfg else x

@@ -12,17 +12,20 @@ once per step at batch 1.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylegen_trt.models.style_encoder import STYLE_MAP_SIZE
+
 
 def resize_style_map(style_map: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """S (B, 1, 64, 64) -> (B, 1, h, w) at the latent size, by adaptive average pooling.
+    """S (B, 1, 64, 64) -> (B, 1, height, width), the branch's input size, by adaptive average pooling.
 
     The runtime does the same in NumPy (``runtime.style.resize_style_map``) before
-    calling the branch graph, so the graph's input is already latent-sized.
+    calling the branch graph, so the graph's input is already at the size its stem takes.
     """
     return F.adaptive_avg_pool2d(style_map, (height, width))
 
@@ -35,18 +38,35 @@ def zero_conv(channels: int) -> nn.Conv2d:
 
 
 class StyleStem(nn.Module):
-    """S at latent size (B, 1, h, w) -> the first down block's channels, same resolution."""
+    """S (B, 1, stride*h, stride*w) -> the first down block's channels at the latent size (h, w).
 
-    def __init__(self, out_channels: int, hidden: int = 32):
+    ``stride`` 1 (SD 1.x at 512 px: S and the latent are both 64x64) is three 3x3 convs. A latent
+    smaller than S (the demo's 16x16) would lose most of S to pooling - a palette probe on the demo's
+    data read colours back from S pooled to 16x16 with 2.5x the error of full-size S on held-out
+    palettes - so there S comes in at ``stride`` times the latent size and stride-2 convs bring it
+    down, as ControlNet's conditioning embedding brings its 512 px condition to the 64x64 latent.
+    """
+
+    def __init__(self, out_channels: int, hidden: int = 32, stride: int = 1):
         super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(1, hidden, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, out_channels, 3, padding=1),
-        )
+        if stride < 1 or stride & (stride - 1):
+            raise ValueError(f"stem stride must be a power of two, got {stride}")
+        self.stride = stride
+        downsamplings = stride.bit_length() - 1
+        layers: list[nn.Module] = [nn.Conv2d(1, hidden, 3, padding=1), nn.SiLU()]
+        for _ in range(max(1, downsamplings)):
+            layers += [nn.Conv2d(hidden, hidden, 3, stride=2 if downsamplings else 1, padding=1), nn.SiLU()]
+        layers.append(nn.Conv2d(hidden, out_channels, 3, padding=1))
+        self.layers = nn.Sequential(*layers)
 
     def forward(self, style_map: torch.Tensor) -> torch.Tensor:
         return self.layers(style_map)
+
+
+def default_stem_stride(native_latent: int) -> int:
+    """The power of two that brings S (64x64) nearest the native latent size, at least 1."""
+    ratio = max(1.0, STYLE_MAP_SIZE / native_latent)
+    return 2 ** round(math.log2(ratio))
 
 
 def residual_channels(unet) -> list[int]:
@@ -73,20 +93,24 @@ def check_sd1_unet(unet) -> None:
 
 
 class StyleBranch(nn.Module):
-    """(S at latent size, t, style_scale) -> 12 down residuals + 1 mid residual (for SD 1.x)."""
+    """(S at ``style_map_size`` of the latent, t, style_scale) -> 12 down residuals + 1 mid residual (SD 1.x)."""
 
-    def __init__(self, unet, empty_context: torch.Tensor, stem_hidden: int = 32):
+    def __init__(self, unet, empty_context: torch.Tensor, stem_hidden: int = 32, stem_stride: int = 1):
         super().__init__()
         check_sd1_unet(unet)
         self.time_proj = copy.deepcopy(unet.time_proj)
         self.time_embedding = copy.deepcopy(unet.time_embedding)
-        self.stem = StyleStem(unet.config.block_out_channels[0], stem_hidden)
+        self.stem = StyleStem(unet.config.block_out_channels[0], stem_hidden, stem_stride)
         self.down_blocks = copy.deepcopy(unet.down_blocks)
         self.mid_block = copy.deepcopy(unet.mid_block)
         self.down_projections = nn.ModuleList(zero_conv(c) for c in residual_channels(unet))
         self.mid_projection = zero_conv(unet.config.block_out_channels[-1])
         # (1, seq, dim): the text encoder's encoding of "" - fixed, saved with the branch.
         self.register_buffer("empty_context", empty_context.detach().clone().float())
+
+    def style_map_size(self, latent_h: int, latent_w: int) -> tuple[int, int]:
+        """The size S is resized to before it enters the branch, for a latent of (latent_h, latent_w)."""
+        return latent_h * self.stem.stride, latent_w * self.stem.stride
 
     @property
     def num_residuals(self) -> int:

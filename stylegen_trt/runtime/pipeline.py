@@ -156,6 +156,13 @@ def branch_chunk(spec, latent_h: int, latent_w: int, budget_bytes: int | None = 
     return max(1, min(steps_axis.max, budget_bytes // per_step, BRANCH_LATENT_PIXELS // (latent_h * latent_w)))
 
 
+def style_map_size(branch_spec, latent_h: int, latent_w: int) -> tuple[int, int]:
+    """(h, w) of the S the branch graph takes for this latent: the latent's size, or a multiple of it
+    when the branch's stem downsamples S (its input's dims say which, e.g. ``latent_h*4``)."""
+    dims = next(t.dims for t in branch_spec.inputs if t.name == "style_map")
+    return resolve_shape(dims[2:], {"latent_h": latent_h, "latent_w": latent_w})
+
+
 def active_timesteps(ts: np.ndarray, window: tuple[float, float]) -> list[int]:
     """Timesteps whose step index i satisfies start <= i / K < end, in sampling order."""
     k = len(ts)
@@ -244,7 +251,8 @@ class StylePipeline:
         if request.style.images:
             weights = request.style.weights or (1.0 / len(request.style.images),) * len(request.style.images)
             maps = [self.style_map_of(Path(p)) for p in request.style.images]
-            style_map = resize_style_map(blend(maps, list(weights)), *latent_shape[2:])
+            style_map = resize_style_map(blend(maps, list(weights)),
+                                         *style_map_size(self.bundle.graphs["style_branch"], *latent_shape[2:]))
 
         cfg = request.guidance > 1.0
         cond = np.repeat(self.encode_prompt(request.prompt), request.n, axis=0)

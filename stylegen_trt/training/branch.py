@@ -49,10 +49,10 @@ def encode_latents(base: BaseModel, images: torch.Tensor, generator: torch.Gener
     return (posterior.mean + posterior.std * noise) * base.latent_scale
 
 
-def style_maps(encoder: StyleEncoder, images: torch.Tensor, image_size: int, latent_hw: tuple[int, int]) -> torch.Tensor:
-    """Self-style S of each image, at the latent size (patent S1-S2, then the branch's input)."""
+def style_maps(encoder: StyleEncoder, images: torch.Tensor, image_size: int, size: tuple[int, int]) -> torch.Tensor:
+    """Self-style S of each image (patent S1-S2), resized to ``size``, the branch's input size."""
     pixels = F.interpolate(images, size=(image_size, image_size), mode="bicubic", align_corners=False).clamp(0, 1)
-    return resize_style_map(encoder(pixels), *latent_hw)
+    return resize_style_map(encoder(pixels), *size)
 
 
 class BranchTrainer:
@@ -80,7 +80,7 @@ class BranchTrainer:
         base, cfg = self.base, self.config
         with torch.no_grad():
             x0 = encode_latents(base, images, self.generator)
-            s = style_maps(self.encoder, images, cfg.style_image_size, tuple(x0.shape[-2:]))
+            s = style_maps(self.encoder, images, cfg.style_image_size, self.branch.style_map_size(*x0.shape[-2:]))
             drop = torch.rand(len(captions), generator=self.generator) < cfg.caption_dropout
             context = base.encode_prompts(["" if d else c for c, d in zip(captions, drop.tolist())])
             noise = torch.randn(x0.shape, generator=self.generator)
