@@ -32,6 +32,11 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def check_memory(memory: str) -> None:
+    if memory not in ("fast", "lean"):
+        fail(f"unknown --memory {memory!r}: choose fast (keep working memory between calls) or lean (free it)")
+
+
 class OneLineUsageErrors(TyperGroup):
     """Command-line usage errors (bad option value, missing option, unknown command) as one line too."""
 
@@ -190,6 +195,8 @@ def generate(
     latents: Optional[Path] = typer.Option(None, "--latents", help=".npy with x_T, shape (n, 4, H/8, W/8)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    memory: str = typer.Option("fast", "--memory", help="fast | lean: lean frees working memory after each call "
+                               "(lower peak memory, slower)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Generate images from a prompt in the style of the given images."""
@@ -204,6 +211,7 @@ def generate(
 
     if device not in ("auto", "cpu", "cuda"):
         fail(f"unknown --device {device!r}: choose auto, cpu or cuda")
+    check_memory(memory)
     if threads is not None and threads < 1:
         fail("--threads must be >= 1")
     if out.suffix.lower() != ".png":
@@ -233,7 +241,7 @@ def generate(
     for path in style:
         from stylegen_trt.runtime.images import read_image_file
         read_image_file(path)
-    with StylePipeline(b, EngineOptions(device=device, threads=threads)) as pipe:
+    with StylePipeline(b, EngineOptions(device=device, threads=threads, memory=memory)) as pipe:
         with Progress(transient=True) as progress:
             task = progress.add_task("denoising", total=request.steps)
             result = pipe.generate(request, on_step=lambda i, total: progress.update(task, completed=i, total=total))
@@ -519,6 +527,7 @@ def bench(
     seed: int = typer.Option(0, "--seed"),
     size: Optional[int] = typer.Option(None, "--size", help="Square image side in pixels (default: the bundle's native size)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Threads for both sides (default: every usable core)."),
+    memory: str = typer.Option("fast", "--memory", help="The runtime's memory setting: fast | lean."),
     repeats: int = typer.Option(3, "--repeats", help="Timed rounds (after --warmup rounds)."),
     warmup: int = typer.Option(1, "--warmup"),
     overhead_steps: int = typer.Option(10, "--overhead-steps", help="Steps of the style-overhead runs."),
@@ -555,6 +564,7 @@ def bench(
         fail("--base, --vgg and --branch go with --bundle")
     if threads is not None and threads < 1:
         fail("--threads must be >= 1")
+    check_memory(memory)
     if style is not None and not style.is_file():
         fail(f"--style {style} not found: check the path")
     try:
@@ -563,7 +573,7 @@ def bench(
         fail(f"--quality {quality!r} must look like ddpm:50,dpmpp:10")
     settings = BenchSettings(
         prompt=prompt, negative=negative, style=style, scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
-        size=size, threads=threads, repeats=repeats, warmup=warmup, overhead_steps=overhead_steps,
+        size=size, threads=threads, memory=memory, repeats=repeats, warmup=warmup, overhead_steps=overhead_steps,
         quality=quality_runs, cold_repeats=cold_repeats, skip=frozenset(x.replace("-", "_") for x in skip),
         tolerance=tolerance, gemm_size=gemm_size)
     for out in (json_out, markdown_out, plot):

@@ -219,6 +219,7 @@ def test_decompression_bomb_in_a_real_process(zero_bundle, inputs, out_dir):
     (["--style-window", "-0.5", "0.5"], r"--style-window"),
     (["--threads", "0"], r"--threads"),
     (["--device", "tpu"], r"unknown --device"),
+    (["--memory", "tiny"], r"unknown --memory 'tiny': choose fast .* or lean"),
     # command-line usage errors are one line too (not click's multi-line usage box)
     (["--steps", "abc"], r"--steps"),
     (["--style-window", "0.8"], r"--style-window.*requires 2 arguments"),

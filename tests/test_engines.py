@@ -36,6 +36,15 @@ def test_ort_engine_honours_protocol(bundle_copy):
         assert all(np.array_equal(out[k], again[k]) for k in out)
 
 
+def test_lean_memory_frees_the_arena_and_changes_no_output(bundle_copy):
+    outputs = {}
+    for memory in ("fast", "lean"):
+        with bundle_copy.open_engine("style_branch", EngineOptions(threads=1, memory=memory)) as engine:
+            assert engine.session.get_session_options().enable_cpu_mem_arena == (memory == "fast")
+            outputs[memory] = engine.run(_feeds())
+    assert all(np.array_equal(outputs["fast"][k], outputs["lean"][k]) for k in outputs["fast"])
+
+
 def test_engine_rejects_wrong_inputs(bundle_copy):
     with bundle_copy.open_engine("style_branch", EngineOptions(threads=1)) as engine:
         feeds = _feeds()

@@ -75,7 +75,7 @@ def _workload(args):
 def _run_runtime(args) -> tuple[object, float]:
     from stylegen_trt.bench.runtime_side import RuntimeSide
 
-    side = RuntimeSide(Path(args.bundle), args.threads)
+    side = RuntimeSide(Path(args.bundle), args.threads, args.memory)
     ready = time.time()
     return side.run(_workload(args)).images, ready
 
@@ -110,6 +110,7 @@ def child(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=1)
     parser.add_argument("--latent-factor", type=int, default=8)
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--memory", choices=("fast", "lean"), default="fast")
     parser.add_argument("--t0", type=float, help="the parent's time.time() just before starting this process")
     parser.add_argument("--out", help="save the images here (.npy) for the agreement check")
     args = parser.parse_args(argv)

@@ -57,6 +57,7 @@ class BenchSettings:
     seed: int = 0
     size: int | None = None  # None: the bundle's native size
     threads: int | None = None  # None: every usable core
+    memory: str = "fast"  # the runtime's EngineOptions.memory
     repeats: int = 3
     warmup: int = 1
     overhead_steps: int = 10
@@ -221,7 +222,7 @@ def cold_start(model: BenchModel, work: Workload, settings: BenchSettings, threa
               "--size", str(work.size), "--n", str(work.n), "--latent-factor", str(work.latent_factor), "--threads", str(threads)]
     if work.style is not None:
         common += ["--style", str(work.style)]
-    args = {"runtime": ["--bundle", str(model.bundle), *common],
+    args = {"runtime": ["--bundle", str(model.bundle), "--memory", settings.memory, *common],
             "torch": ["--base", str(model.base), "--style-image-size", str(style_image_size), *common,
                       *(["--vgg", str(model.vgg)] if model.vgg else []),
                       *(["--branch", str(model.branch)] if model.branch else [])]}
@@ -315,7 +316,7 @@ def run_bench(model: BenchModel, settings: BenchSettings = BenchSettings(), comm
         tmp = Path(tmp_name)
         style = settings.style or write_swatch(tmp / "swatch.png")
         log.info("opening the runtime (ONNX Runtime, %d threads)", threads)
-        runtime = RuntimeSide(model.bundle, threads)
+        runtime = RuntimeSide(model.bundle, threads, settings.memory)
         try:
             manifest = runtime.pipe.bundle.manifest
             size = settings.size or manifest["sizes"]["native"]
@@ -355,7 +356,8 @@ def run_bench(model: BenchModel, settings: BenchSettings = BenchSettings(), comm
         "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("style", "skip")},
                      "style": str(settings.style) if settings.style else "procedural swatch (512x512 PNG)",
                      "skip": sorted(settings.skip), "size": size, "threads": threads, "n": work.n,
-                     "sides": {"runtime": "stylegen_trt StylePipeline on ONNX Runtime (CPU EP, opt level all)",
+                     "sides": {"runtime": "stylegen_trt StylePipeline on ONNX Runtime (CPU EP, opt level all, "
+                                          f"memory {settings.memory}: CPU arena {'on' if settings.memory == 'fast' else 'off'})",
                                "torch": "TorchReference: diffusers/transformers modules + diffusers scheduler, "
                                         "eager fp32, torch.no_grad"}},
         "machine": info,

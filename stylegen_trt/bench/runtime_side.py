@@ -32,8 +32,8 @@ def drop_caches(pipe: StylePipeline) -> None:
 class RuntimeSide:
     """An open pipeline; ``run`` times one generation and books its stages."""
 
-    def __init__(self, bundle: Path, threads: int):
-        self.pipe = StylePipeline(open_bundle(bundle), EngineOptions(threads=threads))
+    def __init__(self, bundle: Path, threads: int, memory: str = "fast"):
+        self.pipe = StylePipeline(open_bundle(bundle), EngineOptions(threads=threads, memory=memory))
         # No on-disk S cache: with caches dropped, every run computes S with the style encoder.
         self.pipe.style_cache.directory = None
         self.native_size = self.pipe.bundle.manifest["sizes"]["native"]

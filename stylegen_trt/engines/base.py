@@ -18,6 +18,9 @@ from stylegen_trt.spec import GraphSpec, bind_axes
 Backend = Literal["ort", "trt"]
 Device = Literal["auto", "cpu", "cuda"]
 OptLevel = Literal["disable", "basic", "extended", "all"]
+# fast: the backend keeps what it allocated for reuse (ORT's CPU arena); lean: it frees per call.
+# On the small config lean measured 510 vs 854 MiB peak at 13% more time (benchmarks/analysis.md).
+Memory = Literal["fast", "lean"]
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
 
@@ -28,6 +31,7 @@ class EngineOptions:
     threads: int | None = None  # intra-op threads; None lets the backend choose (all cores)
     opt_level: OptLevel = "all"
     cache: bool = True  # keep optimised models / engines under <bundle>/engines/
+    memory: Memory = "fast"
 
 
 @runtime_checkable

@@ -48,6 +48,7 @@ def _session_options(options: EngineOptions, level: str) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.graph_optimization_level = OPT_LEVELS[level]
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = options.memory == "fast"
     if options.threads:
         so.intra_op_num_threads = options.threads
         so.inter_op_num_threads = 1

@@ -87,6 +87,7 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
     report = EvalReport(settings)
     total = len(prompts) * len(styles)
     n = settings.images_per_pair
+    plain: dict[int, np.ndarray] = {}  # branch-off images depend on the prompt and its seed only, not the style
     for si, style in enumerate(styles):
         reference = style_reference(style)
         report.references.append(reference)
@@ -95,7 +96,9 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
             common = dict(prompt=prompt, scheduler=settings.scheduler, steps=settings.steps,
                           guidance=settings.guidance, seed=settings.seed + pi, n=n)
             guided = pipe.generate(GenerationRequest(**common, style=StyleRequest((style,), scale=settings.style_scale))).images
-            off = pipe.generate(GenerationRequest(**common)).images
+            if pi not in plain:
+                plain[pi] = pipe.generate(GenerationRequest(**common)).images
+            off = plain[pi]
             row = {"prompt": prompt, "style": str(style),
                    "stysim_guided": float(stysim(guided, references).mean()),
                    "stysim_off": float(stysim(off, references).mean())}
