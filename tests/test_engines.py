@@ -14,7 +14,6 @@ from stylegen_trt.spec import AxisRange, GraphSpec, TensorSpec, bind_axes, resol
 def _feeds(latent=8):
     rng = np.random.default_rng(0)  # S at 8x the latent: the tiny branch's stem strides 8
     return {"style_map": rng.random((1, 1, 8 * latent, 8 * latent), dtype=np.float32),
-            "style_map_full": rng.random((1, 1, 64, 64), dtype=np.float32),
             "timestep": np.array([100.0], np.float32), "style_scale": np.array([1.0], np.float32)}
 
 

@@ -96,7 +96,6 @@ def test_external_data_path(tiny, tmp_path):
     inline_size = (tmp_path / "inline.onnx").stat().st_size
     assert (tmp_path / "external.onnx").stat().st_size < 0.2 * inline_size < (tmp_path / "external.onnx.data").stat().st_size
     feeds = {"style_map": np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32),  # latent 8, stride 8
-             "style_map_full": np.random.default_rng(1).random((1, 1, 64, 64), dtype=np.float32),
              "timestep": np.array([10.0], np.float32), "style_scale": np.array([1.0], np.float32)}
     for a, b in zip(_session(small[0]).run(None, feeds), _session(large[0]).run(None, feeds)):
         np.testing.assert_array_equal(a, b)

@@ -80,7 +80,7 @@ def test_branch_starts_at_zero_and_has_sd_residual_layout(tiny):
     assert residual_channels(tiny.base.unet) == [32, 32, 32, 32, 32, 32, 32, 64, 64, 64, 64, 64]
     assert branch.style_map_size(8, 8) == (64, 64)  # tiny's native latent is 8: its stem strides 8
     style = resize_style_map(tiny.encoder(torch.rand(1, 3, 64, 64)), *branch.style_map_size(8, 8))
-    residuals = branch(style, torch.rand(1, 1, 64, 64), torch.tensor([321.0]), torch.tensor([1.0]))
+    residuals = branch(style, torch.tensor([321.0]), torch.tensor([1.0]))
     assert len(residuals) == 13 and all(torch.count_nonzero(r) == 0 for r in residuals)
     assert [tuple(r.shape[-2:]) for r in residuals] == [(8, 8)] * 3 + [(4, 4)] * 3 + [(2, 2)] * 3 + [(1, 1)] * 4
 
@@ -94,9 +94,8 @@ def test_branch_weights_initialised_from_unet(tiny):
 def test_style_scale_multiplies_residuals(tiny):
     style = torch.rand(1, 1, *tiny.styled_branch.style_map_size(8, 8)) * 3
     t = torch.tensor([500.0])
-    full = torch.rand(1, 1, 64, 64) * 3
-    one = tiny.styled_branch(style, full, t, torch.tensor([1.0]))
-    half = tiny.styled_branch(style, full, t, torch.tensor([0.5]))
+    one = tiny.styled_branch(style, t, torch.tensor([1.0]))
+    half = tiny.styled_branch(style, t, torch.tensor([0.5]))
     assert all(torch.count_nonzero(r) > 0 for r in one)
     for a, b in zip(one, half):
         torch.testing.assert_close(b, a * 0.5)
@@ -106,7 +105,7 @@ def test_residual_unet_with_zero_residuals_is_plain_unet(tiny):
     unet = ResidualUNet(tiny.base.unet)
     x = torch.randn(2, 4, 8, 8)
     c = tiny.base.encode_prompts(["a red cat", ""])
-    zeros = [torch.zeros_like(r) for r in tiny.zero_branch(torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64), torch.tensor([1.0]), torch.tensor([1.0]))]
+    zeros = [torch.zeros_like(r) for r in tiny.zero_branch(torch.zeros(1, 1, 64, 64), torch.tensor([1.0]), torch.tensor([1.0]))]
     with torch.no_grad():
         ours = unet(x, torch.tensor([700.0]), c, *zeros)
         plain = tiny.base.unet(x, 700, c).sample
@@ -118,7 +117,7 @@ def test_batch1_residuals_broadcast_like_repeated(tiny):
     x = torch.randn(4, 4, 8, 8)
     c = tiny.base.encode_prompts(["a", "b", "c", "d"])
     with torch.no_grad():
-        res = tiny.styled_branch(torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64), torch.tensor([200.0]), torch.tensor([1.0]))
+        res = tiny.styled_branch(torch.rand(1, 1, 64, 64), torch.tensor([200.0]), torch.tensor([1.0]))
         broadcast = unet(x, torch.tensor([200.0]), c, *res)
         repeated = unet(x, torch.tensor([200.0]), c, *[r.repeat(4, 1, 1, 1) for r in res])
     torch.testing.assert_close(broadcast, repeated)

@@ -70,7 +70,7 @@ def test_style_changes_the_image(styled_pipe, style_images):
     plain = styled_pipe.generate(base).images
     styled = styled_pipe.generate(GenerationRequest("a red circle", steps=4, seed=1, scheduler="ddim",
                                                     style=StyleRequest((style_images[0],)))).images
-    assert np.abs(plain.astype(int) - styled.astype(int)).mean() > 0.5  # 0.96 with the seeded random branch
+    assert np.abs(plain.astype(int) - styled.astype(int)).mean() > 1.0
 
 
 def _diffusers_pipeline(tiny):

@@ -126,7 +126,6 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
     branch_spec = GraphSpec(
         "style_branch",
         (TensorSpec("style_map", "float32", ("branch_steps", 1, *map_dims)),
-         TensorSpec("style_map_full", "float32", ("branch_steps", 1, STYLE_MAP_SIZE, STYLE_MAP_SIZE)),
          TensorSpec("timestep", "float32", ("branch_steps",)),
          TensorSpec("style_scale", "float32", (1,))),
         residual_specs(base.unet, "branch_steps"),
@@ -156,7 +155,7 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
         "style_encoder": GraphExport(style, style_encoder, lambda: (torch.rand(1, 3, size, size, generator=gen),)),
         "style_branch": GraphExport(branch_spec, branch, lambda: (
             (torch.rand(1, 1, *branch.style_map_size(h, h), generator=gen) * 3).expand(2, -1, -1, -1).contiguous(),
-            (torch.rand(2, 1, STYLE_MAP_SIZE, STYLE_MAP_SIZE, generator=gen) * 3), torch.tensor([500.0, 250.0]),
+            torch.tensor([500.0, 250.0]),
             torch.tensor([1.0]))),
         "unet": GraphExport(unet, ResidualUNet(base.unet), lambda: (
             randn(2, latent_ch, h, h), torch.tensor([500.0]), randn(2, seq, dim), *residual_samples(h))),

@@ -114,8 +114,7 @@ def load_style_encoder(vgg_path: str | Path | None) -> StyleEncoder:
     return encoder.eval().requires_grad_(False)
 
 
-def new_branch(base: BaseModel, seed: int = 0, stem_hidden: int = 32, stem_stride: int | None = None,
-               embedding_hidden: int = 64) -> StyleBranch:
+def new_branch(base: BaseModel, seed: int = 0, stem_hidden: int = 32, stem_stride: int | None = None) -> StyleBranch:
     """A zero-initialised branch copied from the base UNet (plain SD until trained).
 
     ``stem_stride`` None: the one that brings S to the native latent size (1 for SD 1.x at 512 px).
@@ -124,15 +123,14 @@ def new_branch(base: BaseModel, seed: int = 0, stem_hidden: int = 32, stem_strid
     empty = base.encode_prompts([""])
     if stem_stride is None:
         stem_stride = default_stem_stride(base.native_size // base.vae_scale_factor)
-    return StyleBranch(base.unet, empty, stem_hidden, stem_stride, embedding_hidden).eval().requires_grad_(False)
+    return StyleBranch(base.unet, empty, stem_hidden, stem_stride).eval().requires_grad_(False)
 
 
 def save_branch(branch: StyleBranch, path: str | Path) -> None:
     from safetensors.torch import save_file
 
     meta = {"format": BRANCH_FORMAT, "stem_hidden": str(branch.stem.layers[0].out_channels),
-            "stem_stride": str(branch.stem.stride),
-            "embedding_hidden": str(branch.style_embedding.layers[1].out_features)}
+            "stem_stride": str(branch.stem.stride)}
     tmp = Path(f"{path}.tmp")
     save_file({k: v.contiguous() for k, v in branch.state_dict().items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -156,12 +154,9 @@ def load_branch(base: BaseModel, path: str | Path | None, seed: int = 0) -> Styl
     if meta.get("format") != BRANCH_FORMAT:
         raise UserError(f"{path} is not a stylegen-trt style branch (format {meta.get('format')!r})")
     try:  # files written before the stem could stride have no "stem_stride": theirs was 1
-        branch = new_branch(base, seed, int(meta.get("stem_hidden", 32)), int(meta.get("stem_stride", 1)),
-                            int(meta.get("embedding_hidden", 64)))
+        branch = new_branch(base, seed, int(meta.get("stem_hidden", 32)), int(meta.get("stem_stride", 1)))
     except ValueError as exc:
         raise UserError(f"{path} has a bad stem setting in its metadata: {exc}") from exc
-    if "embedding_hidden" not in meta:  # written before the style embedding: keep its zero start (no effect)
-        state = {**{f"style_embedding.{k}": v for k, v in branch.style_embedding.state_dict().items()}, **state}
     try:
         branch.load_state_dict(state)
     except RuntimeError as exc:

@@ -17,7 +17,7 @@ import torch
 
 from stylegen_trt.models.loaders import BaseModel
 from stylegen_trt.models.style_branch import ResidualUNet, StyleBranch, resize_style_map
-from stylegen_trt.models.style_encoder import STYLE_MAP_SIZE, StyleEncoder
+from stylegen_trt.models.style_encoder import StyleEncoder
 
 SCHEDULER_CLASSES = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpmpp": "DPMSolverMultistepScheduler"}
 
@@ -76,19 +76,17 @@ class TorchReference:
         style = None
         if style_images:
             weights = weights or [1.0 / len(style_images)] * len(style_images)
-            style_full = self.style_map(list(style_images), list(weights))
-            style = resize_style_map(style_full, *self.branch.style_map_size(h, w))
+            style = resize_style_map(self.style_map(list(style_images), list(weights)), *self.branch.style_map_size(h, w))
         active = {int(t) for i, t in enumerate(ts) if window[0] * len(ts) <= i < window[1] * len(ts)}
         x = torch.from_numpy(latents.astype(np.float32)) * sched.init_noise_sigma
         with numpy_ddpm_noise(rng or np.random.default_rng(0)):
             for t in ts:
                 t_in = torch.tensor([float(t)])
                 if style is not None and int(t) in active:
-                    residuals = self.branch(style, style_full, t_in, torch.tensor([style_scale]))
+                    residuals = self.branch(style, t_in, torch.tensor([style_scale]))
                 else:
                     if zeros is None:
-                        probe = self.branch(torch.zeros(1, 1, *self.branch.style_map_size(h, w)),
-                                            torch.zeros(1, 1, STYLE_MAP_SIZE, STYLE_MAP_SIZE), t_in, torch.tensor([0.0]))
+                        probe = self.branch(torch.zeros(1, 1, *self.branch.style_map_size(h, w)), t_in, torch.tensor([0.0]))
                         zeros = tuple(torch.zeros_like(r) for r in probe)
                     residuals = zeros
                 x_in = torch.cat([x, x]) if cfg else x

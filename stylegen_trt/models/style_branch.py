@@ -63,27 +63,6 @@ class StyleStem(nn.Module):
         return self.layers(style_map)
 
 
-class StyleEmbedding(nn.Module):
-    """S at its full 64x64 -> a vector added to the branch's time embedding.
-
-    S's entries are channel pairs, so where an entry sits is what it means: a conv stem sees a few
-    neighbouring pairs per output pixel, while global properties (the palette above all) are spread
-    over all of them. A dense layer over every entry, added to the embedding that each of the
-    branch's ResNet blocks turns into per-channel shifts, gives every level that global view, as
-    SD's ``class_embedding`` does for labels. Zero-initialised, so an untrained branch is still exact SD.
-    """
-
-    def __init__(self, out_dim: int, hidden: int = 64):
-        super().__init__()
-        self.layers = nn.Sequential(nn.Flatten(), nn.Linear(STYLE_MAP_SIZE * STYLE_MAP_SIZE, hidden), nn.SiLU(),
-                                    nn.Linear(hidden, out_dim))
-        nn.init.zeros_(self.layers[-1].weight)
-        nn.init.zeros_(self.layers[-1].bias)
-
-    def forward(self, style_map_full: torch.Tensor) -> torch.Tensor:
-        return self.layers(style_map_full)
-
-
 def default_stem_stride(native_latent: int) -> int:
     """The power of two that brings S (64x64) nearest the native latent size, at least 1."""
     ratio = max(1.0, STYLE_MAP_SIZE / native_latent)
@@ -114,15 +93,13 @@ def check_sd1_unet(unet) -> None:
 
 
 class StyleBranch(nn.Module):
-    """(S at ``style_map_size`` of the latent, S at 64x64, t, style_scale) -> 12 down + 1 mid residuals (SD 1.x)."""
+    """(S at ``style_map_size`` of the latent, t, style_scale) -> 12 down residuals + 1 mid residual (SD 1.x)."""
 
-    def __init__(self, unet, empty_context: torch.Tensor, stem_hidden: int = 32, stem_stride: int = 1,
-                 embedding_hidden: int = 64):
+    def __init__(self, unet, empty_context: torch.Tensor, stem_hidden: int = 32, stem_stride: int = 1):
         super().__init__()
         check_sd1_unet(unet)
         self.time_proj = copy.deepcopy(unet.time_proj)
         self.time_embedding = copy.deepcopy(unet.time_embedding)
-        self.style_embedding = StyleEmbedding(self.time_embedding.linear_2.out_features, embedding_hidden)
         self.stem = StyleStem(unet.config.block_out_channels[0], stem_hidden, stem_stride)
         self.down_blocks = copy.deepcopy(unet.down_blocks)
         self.mid_block = copy.deepcopy(unet.mid_block)
@@ -139,11 +116,10 @@ class StyleBranch(nn.Module):
     def num_residuals(self) -> int:
         return len(self.down_projections) + 1
 
-    def forward(self, style_map: torch.Tensor, style_map_full: torch.Tensor, timestep: torch.Tensor,
-                style_scale: torch.Tensor):
+    def forward(self, style_map: torch.Tensor, timestep: torch.Tensor, style_scale: torch.Tensor):
         batch = style_map.shape[0]
         t_emb = self.time_proj(timestep.reshape(-1).expand(batch)).to(style_map.dtype)
-        emb = self.time_embedding(t_emb) + self.style_embedding(style_map_full)
+        emb = self.time_embedding(t_emb)
         context = self.empty_context.to(style_map.dtype).expand(batch, -1, -1)
 
         sample = self.stem(style_map)
@@ -162,8 +138,7 @@ class StyleBranch(nn.Module):
 
 
 def randomise_projections(branch: StyleBranch, seed: int, std: float = 0.2) -> StyleBranch:
-    """Random (seeded) output projections and style-embedding output, so an untrained branch's residuals
-    are non-zero and depend on both S inputs.
+    """Random (seeded) output projections, so an untrained branch's residuals are non-zero.
 
     For tests and benchmarks: the zero projections of a fresh branch would make the style path add nothing.
     """
@@ -172,8 +147,6 @@ def randomise_projections(branch: StyleBranch, seed: int, std: float = 0.2) -> S
         for conv in [*branch.down_projections, branch.mid_projection]:
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * std / conv.weight.shape[1] ** 0.5)
             conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.05)
-        out = branch.style_embedding.layers[-1]  # so the full-S path counts too
-        out.weight.copy_(torch.randn(out.weight.shape, generator=gen) * std / out.weight.shape[1] ** 0.5)
     return branch
 
 

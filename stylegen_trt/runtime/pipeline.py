@@ -117,14 +117,14 @@ def make_denoiser(unet: TimedEngine, context: np.ndarray, guidance: float,
     return guided
 
 
-def make_residuals(branch: TimedEngine, zeros: Residuals, style_maps: dict[str, np.ndarray] | None, scale: float,
+def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray | None, scale: float,
                    active: list[int], chunk: int) -> Callable[[int], Residuals]:
     """t -> the branch's residuals for timesteps in ``active`` (in sampling order), zeros elsewhere.
 
     The branch sees S and t only, never the latent, so residuals for the next ``chunk`` active
     timesteps come from one call (one row per timestep) and are handed out one step at a time.
     """
-    if style_maps is None or not active:
+    if style_map is None or not active:
         return lambda t: zeros
     scale_arr = np.array([scale], np.float32)
     position = {t: i for i, t in enumerate(active)}  # set lookups: this runs every step
@@ -136,8 +136,8 @@ def make_residuals(branch: TimedEngine, zeros: Residuals, style_maps: dict[str, 
         if t not in ready:
             ready.clear()
             batch = active[position[t]:position[t] + chunk]
-            rows = {name: np.repeat(s, len(batch), axis=0) for name, s in style_maps.items()}
-            out = branch.run({**rows, "timestep": np.array(batch, np.float32), "style_scale": scale_arr})
+            out = branch.run({"style_map": np.repeat(style_map, len(batch), axis=0),
+                              "timestep": np.array(batch, np.float32), "style_scale": scale_arr})
             ready.update({step: {name: rows[i:i + 1] for name, rows in out.items()} for i, step in enumerate(batch)})
         return ready[t]
 
@@ -156,15 +156,11 @@ def branch_chunk(spec, latent_h: int, latent_w: int, budget_bytes: int | None = 
     return max(1, min(steps_axis.max, budget_bytes // per_step, BRANCH_LATENT_PIXELS // (latent_h * latent_w)))
 
 
-def branch_style_inputs(branch_spec, style_map: np.ndarray, latent_h: int, latent_w: int) -> dict[str, np.ndarray]:
-    """The branch graph's S inputs: ``style_map`` resized to what its stem takes for this latent (the
-    latent's size, or a multiple when the stem downsamples: its dims say, e.g. ``latent_h*4``), and
-    ``style_map_full``, S as it is, for the style embedding (bundles from before it have no such input)."""
+def style_map_size(branch_spec, latent_h: int, latent_w: int) -> tuple[int, int]:
+    """(h, w) of the S the branch graph takes for this latent: the latent's size, or a multiple of it
+    when the branch's stem downsamples S (its input's dims say which, e.g. ``latent_h*4``)."""
     dims = next(t.dims for t in branch_spec.inputs if t.name == "style_map")
-    inputs = {"style_map": resize_style_map(style_map, *resolve_shape(dims[2:], {"latent_h": latent_h, "latent_w": latent_w}))}
-    if "style_map_full" in branch_spec.input_names:
-        inputs["style_map_full"] = style_map
-    return inputs
+    return resolve_shape(dims[2:], {"latent_h": latent_h, "latent_w": latent_w})
 
 
 def active_timesteps(ts: np.ndarray, window: tuple[float, float]) -> list[int]:
@@ -251,11 +247,12 @@ class StylePipeline:
         seed = request.seed if request.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
         rng = np.random.default_rng(seed)
 
-        style_maps = None
+        style_map = None
         if request.style.images:
             weights = request.style.weights or (1.0 / len(request.style.images),) * len(request.style.images)
-            blended = blend([self.style_map_of(Path(p)) for p in request.style.images], list(weights))
-            style_maps = branch_style_inputs(self.bundle.graphs["style_branch"], blended, *latent_shape[2:])
+            maps = [self.style_map_of(Path(p)) for p in request.style.images]
+            style_map = resize_style_map(blend(maps, list(weights)),
+                                         *style_map_size(self.bundle.graphs["style_branch"], *latent_shape[2:]))
 
         cfg = request.guidance > 1.0
         cond = np.repeat(self.encode_prompt(request.prompt), request.n, axis=0)
@@ -264,7 +261,7 @@ class StylePipeline:
         ts = schedulers.timesteps(request.scheduler, self.scheduler_config, request.steps)
         zeros = self._zero_residuals(latent_shape[2], latent_shape[3])
         branch = self.engines["style_branch"]
-        residuals_at = make_residuals(branch, zeros, style_maps, request.style.scale,
+        residuals_at = make_residuals(branch, zeros, style_map, request.style.scale,
                                       active_timesteps(ts, request.style.window),
                                       branch_chunk(branch.spec, latent_shape[2], latent_shape[3]))
         denoise = make_denoiser(self.engines["unet"], context, request.guidance, residuals_at)

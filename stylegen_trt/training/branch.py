@@ -49,10 +49,10 @@ def encode_latents(base: BaseModel, images: torch.Tensor, generator: torch.Gener
     return (posterior.mean + posterior.std * noise) * base.latent_scale
 
 
-def style_maps(encoder: StyleEncoder, images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Self-style S (B, 1, 64, 64) of each image (patent S1-S2)."""
+def style_maps(encoder: StyleEncoder, images: torch.Tensor, image_size: int, size: tuple[int, int]) -> torch.Tensor:
+    """Self-style S of each image (patent S1-S2), resized to ``size``, the branch's input size."""
     pixels = F.interpolate(images, size=(image_size, image_size), mode="bicubic", align_corners=False).clamp(0, 1)
-    return encoder(pixels)
+    return resize_style_map(encoder(pixels), *size)
 
 
 class BranchTrainer:
@@ -80,8 +80,7 @@ class BranchTrainer:
         base, cfg = self.base, self.config
         with torch.no_grad():
             x0 = encode_latents(base, images, self.generator)
-            s_full = style_maps(self.encoder, images, cfg.style_image_size)
-            s = resize_style_map(s_full, *self.branch.style_map_size(*x0.shape[-2:]))
+            s = style_maps(self.encoder, images, cfg.style_image_size, self.branch.style_map_size(*x0.shape[-2:]))
             drop = torch.rand(len(captions), generator=self.generator) < cfg.caption_dropout
             context = base.encode_prompts(["" if d else c for c, d in zip(captions, drop.tolist())])
             noise = torch.randn(x0.shape, generator=self.generator)
@@ -89,7 +88,7 @@ class BranchTrainer:
             x_t = self.noise_scheduler.add_noise(x0, noise, t)
         with torch.autocast(self.config.device.split(":")[0], dtype=self.autocast_dtype,
                             enabled=self.autocast_dtype is not None):
-            residuals = self.branch(s, s_full, t.float(), torch.ones(1))
+            residuals = self.branch(s, t.float(), torch.ones(1))
             prediction = self.unet(x_t, t.float(), context, *residuals)
         return F.mse_loss(prediction.float(), self.target(x0, noise, t))
 
