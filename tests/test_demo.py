@@ -91,8 +91,8 @@ def heldout_styles(tmp_path_factory):
 
 
 @pytest.mark.skipif(os.environ.get("STYLEGEN_TRT_ACCEPTANCE") != "1",
-                    reason="issue 3 open: the shipped demo misses this bar (measured 2026-11-24, docs/demo-eval.json: "
-                           "StySim ratio 0.75, content accuracy 87.5% guided / 91.7% off; 2 min). "
+                    reason="issue 3 open: the shipped demo misses the StySim bar (measured 2026-11-26, docs/demo-eval.json: "
+                           "StySim ratio 0.628 > 0.6; content accuracy 91.0% guided, met; 1.8 min). "
                            "Run with STYLEGEN_TRT_ACCEPTANCE=1 after retraining")
 def test_demo_acceptance_on_heldout_swatches(demo_pipe, heldout_styles):
     """Issue 3's bar, on swatches in palettes never drawn in training, every demo content, at the
@@ -115,6 +115,6 @@ def test_demo_same_seed_same_bytes(demo_pipe, heldout_styles):
 
 def test_demo_bundle_is_small_and_says_it_is_the_demo():
     size = sum(f.stat().st_size for f in DEMO.iterdir() if f.is_file())
-    assert size < 25 * 2**20  # 22 MiB today (the fp32 VGG19_f3 alone is 9 MiB)
+    assert size < 25 * 2**20  # 23 MiB today (the fp32 VGG19_f3 alone is 9 MiB)
     manifest = json.loads((DEMO / "manifest.json").read_text())
     assert manifest["description"]["kind"] == "demo"
