@@ -41,7 +41,7 @@ class DemoConfig:
     vae_batch: int = 32
     # decoder-only fine-tune after the joint VAE training: the encoder (so the latent space, the base
     # and the branch trained on it) stays as it is; the decoder learns to draw thin lines sharply
-    vae_decoder_steps: int = 1500
+    vae_decoder_steps: int = 3000
     base_steps: int = 7000
     base_batch: int = 32
     base_learning_rate: float = 6e-4
