@@ -106,15 +106,16 @@ def train_vae(work: Path, cfg: DemoConfig):
 
 
 def finetune_vae_decoder(work: Path, cfg: DemoConfig, vae) -> None:
-    if (work / "vae-decoder.loss.json").is_file():
-        return
     """Decoder-only fine-tune, as SD's ft-MSE VAE was made: the encoder is frozen, so latents (and any
     model trained on them) are unchanged and only what the decoder draws from them improves.
 
     Why: after the joint training the decoder blurred the 1-2 px lines of hatching and stripes, so even
     the right latent decoded to a washed-out texture (StySim of exact re-renderings through this VAE was
     0.51x that of random styles on the held-out swatches: the ceiling of any style guidance).
+    Skipped when already done (its loss log is the marker).
     """
+    if (work / "vae-decoder.loss.json").is_file():
+        return
     torch.manual_seed(cfg.seed + 7)
     vae.encoder.requires_grad_(False)
     vae.quant_conv.requires_grad_(False)
@@ -139,7 +140,7 @@ def finetune_vae_decoder(work: Path, cfg: DemoConfig, vae) -> None:
         sched.step()
         losses.append(loss.item())
         _log_progress("vae decoder", step, cfg.vae_decoder_steps, float(np.mean(losses[-50:])), start)
-    vae.eval().requires_grad_(True)
+    vae.eval()
     vae.save_pretrained(work / "sd" / "vae")
     (work / "vae-decoder.loss.json").write_text(json.dumps(losses))
 
