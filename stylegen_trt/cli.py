@@ -33,7 +33,11 @@ def fail(message: str) -> None:
 
 
 def check_memory(memory: str) -> None:
-    if memory not in ("fast", "lean"):
+    from typing import get_args
+
+    from stylegen_trt.engines.base import Memory
+
+    if memory not in get_args(Memory):
         fail(f"unknown --memory {memory!r}: choose fast (keep working memory between calls) or lean (free it)")
 
 

@@ -36,6 +36,7 @@ from stylegen_trt.bench.summary import (
     Agreement, compare_images, median, profile_of, ratio, speedup, targets, worst_agreement,
 )
 from stylegen_trt.bench.workload import STAGES, Run, Workload
+from stylegen_trt.engines.base import Memory
 from stylegen_trt.errors import UserError
 from stylegen_trt.runtime.pipeline import check_request
 from stylegen_trt.spec import resolve_shape
@@ -57,7 +58,7 @@ class BenchSettings:
     seed: int = 0
     size: int | None = None  # None: the bundle's native size
     threads: int | None = None  # None: every usable core
-    memory: str = "fast"  # the runtime's EngineOptions.memory
+    memory: Memory = "fast"  # the runtime's EngineOptions.memory
     repeats: int = 3
     warmup: int = 1
     overhead_steps: int = 10
