@@ -1,4 +1,4 @@
-"""The `stylegen-trt` command line: export, generate, info.
+"""The `stylegen-trt` command line: export, build, generate, verify, info, train, eval, grid, bench.
 
 Bad input is a one-line message on stderr and exit code 2 (never a traceback);
 outputs are written atomically, so a failed run leaves nothing half-written.
@@ -39,6 +39,23 @@ def check_memory(memory: str) -> None:
 
     if memory not in get_args(Memory):
         fail(f"unknown --memory {memory!r}: choose fast (keep working memory between calls) or lean (free it)")
+
+
+def engine_options(backend: str = "ort", precision: str = "auto", device: str = "auto", threads: Optional[int] = None,
+                   memory: str = "fast"):
+    """EngineOptions from command-line values, each checked against its Literal."""
+    from typing import get_args
+
+    from stylegen_trt.engines.base import Backend, Device, EngineOptions, Precision
+
+    for label, value, allowed in (("--backend", backend, Backend), ("--precision", precision, Precision),
+                                  ("--device", device, Device)):
+        if value not in get_args(allowed):
+            fail(f"unknown {label} {value!r}: choose one of {', '.join(get_args(allowed))}")
+    check_memory(memory)
+    if threads is not None and threads < 1:
+        fail("--threads must be >= 1")
+    return EngineOptions(backend=backend, device=device, threads=threads, memory=memory, precision=precision)
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -187,7 +204,7 @@ def generate(
     negative: str = typer.Option("", "--negative"),
     style: List[Path] = typer.Option([], "--style", help="Style image; repeat to blend several."),
     style_weight: List[float] = typer.Option([], "--style-weight", help="One per --style (default: equal, summing to 1)."),
-    style_scale: Optional[float] = typer.Option(None, "--style-scale", help="[default: the bundle's, 1.0]"),
+    style_scale: Optional[float] = typer.Option(None, "--style-scale", help="[default: the bundle's; 1.0 for exported models]"),
     style_window: tuple[float, float] = typer.Option((0.0, 1.0), "--style-window", help="START END fractions of the schedule."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="ddpm (the patent's) | ddim | dpmpp [default: the bundle's, ddpm]"),
     steps: Optional[int] = typer.Option(None, "--steps", help="[default: the bundle's, 50]"),
@@ -201,6 +218,8 @@ def generate(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     memory: str = typer.Option("fast", "--memory", help="fast | lean: lean frees working memory after each call "
                                "(lower peak memory, slower)"),
+    backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU)"),
+    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Generate images from a prompt in the style of the given images."""
@@ -208,16 +227,11 @@ def generate(
     import numpy as np
     from rich.progress import Progress
 
-    from stylegen_trt.engines.base import EngineOptions
     from stylegen_trt.runtime.bundle import open_bundle
     from stylegen_trt.runtime.images import save_png
     from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest, check_request
 
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"unknown --device {device!r}: choose auto, cpu or cuda")
-    check_memory(memory)
-    if threads is not None and threads < 1:
-        fail("--threads must be >= 1")
+    options = engine_options(backend, precision, device, threads, memory)
     if out.suffix.lower() != ".png":
         fail(f"--out {out} must end in .png")
     if out.exists() and out.is_dir():
@@ -245,7 +259,7 @@ def generate(
     for path in style:
         from stylegen_trt.runtime.images import read_image_file
         read_image_file(path)
-    with StylePipeline(b, EngineOptions(device=device, threads=threads, memory=memory)) as pipe:
+    with StylePipeline(b, options) as pipe:
         with Progress(transient=True) as progress:
             task = progress.add_task("denoising", total=request.steps)
             result = pipe.generate(request, on_step=lambda i, total: progress.update(task, completed=i, total=total))
@@ -260,6 +274,103 @@ def generate(
             done.unlink(missing_ok=True)
         fail(f"cannot write {path}: {exc.strerror or exc}: choose another --out")
     typer.echo(f"wrote {', '.join(map(str, paths))} (seed {result.seed})")
+
+
+@app.command()
+@user_errors
+def build(
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
+    backend: str = typer.Option("ort", "--backend", help="ort: ONNX Runtime's optimised graphs | trt: TensorRT engines"),
+    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    graph: List[str] = typer.Option([], "--graph", help="Only these graphs (repeatable; default: all five)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Build (or check) the engines of a bundle ahead of time, into <bundle>/engines/<backend>/<key>/.
+
+    Safe to re-run: an entry whose key and file hashes match is reused, a stale one is rebuilt.
+    """
+    setup_logging(verbose)
+    import time
+
+    from stylegen_trt.engines import cache
+    from stylegen_trt.engines.base import cache_fields
+    from stylegen_trt.runtime.bundle import GRAPH_NAMES, open_bundle
+
+    options = engine_options(backend, precision, device)
+    unknown = sorted(set(graph) - set(GRAPH_NAMES))
+    if unknown:
+        fail(f"unknown --graph {', '.join(unknown)}: choose from {', '.join(GRAPH_NAMES)}")
+    if options.backend == "ort" and options.precision == "fp16":
+        fail("--precision fp16 needs --backend trt: ONNX Runtime runs the bundle's fp32 graphs")
+    b = open_bundle(_bundle_or_demo(bundle))
+    root = b.path / "engines"
+    for name in graph or GRAPH_NAMES:
+        sha = b.manifest["files"][b.manifest["graphs"][name]["file"]]["sha256"]
+        fields = cache_fields(sha, b.graphs[name], options)
+        entry = cache.entry_dir(root, options.backend, fields)
+        reused = cache.is_valid(entry, fields)
+        start = time.perf_counter()
+        b.open_engine(name, options).close()
+        if not cache.is_valid(entry, fields):
+            fail(f"could not write the engine cache under {root}: make the bundle directory writable")
+        action = "reused" if reused else f"built in {time.perf_counter() - start:.1f} s"
+        typer.echo(f"{name}: {action} -> {entry.relative_to(b.path)}")
+
+
+@app.command()
+@user_errors
+def verify(
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
+    backend: str = typer.Option("trt", "--backend", help="The candidate: trt | ort"),
+    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    prompt: str = typer.Option("a large circle on the left", "--prompt", "-p"),
+    style: Optional[Path] = typer.Option(None, "--style", help="Style image (default: a procedural swatch)."),
+    steps: int = typer.Option(10, "--steps", help="Steps of the end-to-end comparison."),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure here as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Compare a backend's engines with the fp32 ONNX reference (ONNX Runtime, CPU, no graph rewrites).
+
+    Every graph gets the inputs a real generation gives it; each output's max error relative to the
+    reference's largest value must be within 1e-3 (fp32) or 2e-2 (fp16). Exit code 1 if not.
+    """
+    setup_logging(verbose)
+    import tempfile
+
+    from stylegen_trt.files import atomic_write_bytes
+    from stylegen_trt.runtime.bundle import open_bundle
+    from stylegen_trt.runtime.images import procedural_swatch, read_image_file, save_png
+    from stylegen_trt.runtime.pipeline import GenerationRequest, StyleRequest, check_request
+    from stylegen_trt.runtime.verify import verify as run_verify
+
+    options = engine_options(backend, precision, device)
+    if json_out is not None:
+        check_output_location(json_out)
+    b = open_bundle(_bundle_or_demo(bundle))
+    with tempfile.TemporaryDirectory() as tmp:
+        if style is None:
+            style = Path(tmp) / "swatch.png"
+            save_png(procedural_swatch(), style)
+        read_image_file(style)
+        scheduler, _, guidance = _sampling_defaults(b.manifest, None, steps, None)
+        request = GenerationRequest(prompt, style=StyleRequest((style,)), scheduler=scheduler, steps=steps,
+                                    guidance=guidance, seed=seed)
+        check_request(request, b.manifest)
+        report = run_verify(b, options, request)
+    for graph, check in report.worst().items():
+        verdict = "ok" if all(o.passed for o in report.outputs if o.graph == graph) else "FAIL"
+        typer.echo(f"{graph:13s} worst output {check.output:10s} max abs {check.max_abs:.2e}  "
+                   f"rel {check.max_rel:.2e}  (tolerance {report.tolerance:.0e})  {verdict}")
+    typer.echo(f"end to end ({steps} steps): max pixel diff {report.image_max_abs}, mean {report.image_mean_abs:.3f}, "
+               f"PSNR {report.image_psnr:.1f} dB")
+    if json_out is not None:
+        atomic_write_bytes(json_out, (json.dumps(report.to_json(), indent=2) + "\n").encode())
+    if not report.passed:
+        typer.echo("verification FAILED: outputs outside the tolerance", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -403,7 +514,11 @@ def evaluate_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="Default: the bundle's."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Default: the bundle's."),
     images_per_pair: int = typer.Option(1, "--images-per-pair"),
+    prompts_per_call: int = typer.Option(0, "--prompts-per-call", help="Prompts generated in one batch "
+                                         "(0: as many as the bundle allows; 1: one prompt per generation)."),
     seed: int = typer.Option(0, "--seed"),
+    seeds: int = typer.Option(1, "--seeds", help="Generate every pair with seeds SEED..SEED+N-1 and pool them."),
+    style_scale: Optional[float] = typer.Option(None, "--style-scale", help="[default: the bundle's]"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (every pair) here."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
@@ -445,8 +560,15 @@ def evaluate_command(
             if path is None:
                 typer.echo(f"{label}: skipped (needs local weights: pass {option} PATH; nothing is downloaded)", err=True)
         scheduler, steps, guidance = _sampling_defaults(b.manifest, scheduler, steps, guidance)
-        settings = EvalSettings(scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
-                                images_per_pair=images_per_pair)
+        for label, value in (("--seeds", seeds), ("--images-per-pair", images_per_pair)):
+            if value < 1:
+                fail(f"{label} must be >= 1, got {value}")
+        if prompts_per_call < 0:
+            fail(f"--prompts-per-call must be >= 0 (0: as many as the bundle allows), got {prompts_per_call}")
+        settings = EvalSettings(scheduler=scheduler, steps=steps, guidance=guidance,
+                                style_scale=b.manifest["defaults"]["style_scale"] if style_scale is None else style_scale,
+                                seed=seed, seeds=seeds, images_per_pair=images_per_pair,
+                                prompts_per_call=prompts_per_call)
         stysim = _stysim_for(b, vgg)
         judge = None
         if b.is_demo:
@@ -505,7 +627,8 @@ def grid(
             cells = [head]
             for i, p in enumerate(prompts):
                 request = GenerationRequest(p, scheduler=scheduler, steps=steps, guidance=guidance, seed=seed + i,
-                                            style=StyleRequest((style_path,) if style_path else ()))
+                                            style=StyleRequest((style_path,) if style_path else (),
+                                                               scale=b.manifest["defaults"]["style_scale"]))
                 cells.append(fit(pipe.generate(request).images[0]))
             rows.append(np.concatenate(cells, axis=1))
     save_png(np.concatenate(rows, axis=0), out)

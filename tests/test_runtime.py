@@ -110,6 +110,19 @@ def test_same_seed_same_bytes(styled_pipe, style_images):
     assert other.images.tobytes() != first.images.tobytes()
 
 
+def test_a_batch_of_prompts_equals_each_prompt_alone(styled_pipe, style_images):
+    """Several prompts in one batch (n images each, prompt-major, as diffusers): same images as
+    generating each prompt by itself from the same x_T (DDIM: no sampler noise)."""
+    x_t = latents(n=4)
+    common = dict(scheduler="ddim", steps=4, guidance=5.0, n=2, style=StyleRequest((style_images[0],)))
+    batch = styled_pipe.generate(GenerationRequest(("a red circle", "a blue square"), latents=x_t, **common))
+    assert batch.images.shape[0] == 4 and batch.times.calls["unet"] == 4 and batch.times.calls["style_branch"] == 1
+    alone = [styled_pipe.generate(GenerationRequest(p, latents=x_t[2 * i:2 * i + 2], **common)).images
+             for i, p in enumerate(("a red circle", "a blue square"))]
+    assert_images_close(batch.images, np.concatenate(alone))
+    assert np.abs(alone[0].astype(int) - alone[1].astype(int)).mean() > 1.0  # the prompts do differ
+
+
 def test_branch_runs_once_for_all_steps_images_and_cfg(styled_pipe, style_images):
     result = styled_pipe.generate(GenerationRequest("a dog", steps=6, seed=0, n=3, guidance=5.0,
                                                     style=StyleRequest((style_images[0],))))
@@ -217,3 +230,14 @@ def test_generate_command_imports_no_torch(styled_bundle, style_images, tmp_path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "o.png").is_file()
+
+
+@pytest.mark.parametrize("prompt, n, message", [
+    ((), 1, "no prompt given"),
+    (("a", "b", "c"), 2, r"3 prompts x --n 2 = 6 images: at most 4"),
+])
+def test_prompt_batches_beyond_the_bundle_are_refused(styled_pipe, prompt, n, message):
+    from stylegen_trt.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        styled_pipe.generate(GenerationRequest(prompt, n=n, steps=2))

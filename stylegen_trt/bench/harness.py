@@ -38,6 +38,7 @@ from stylegen_trt.bench.summary import (
 from stylegen_trt.bench.workload import STAGES, Run, Workload
 from stylegen_trt.engines.base import Memory
 from stylegen_trt.errors import UserError
+from stylegen_trt.runtime.images import procedural_swatch, save_png
 from stylegen_trt.runtime.pipeline import check_request
 from stylegen_trt.spec import resolve_shape
 
@@ -82,14 +83,8 @@ class BenchSettings:
 
 
 def write_swatch(path: Path, size: int = 512) -> Path:
-    """A procedural style image (stripes over dots) so the benchmark needs no data files."""
-    from PIL import Image
-
-    yy, xx = np.mgrid[0:size, 0:size]
-    stripes = np.sin(xx / 5.0 + yy / 11.0) > 0
-    dots = (xx % 24 - 12) ** 2 + (yy % 24 - 12) ** 2 < 40
-    rgb = np.stack([np.where(stripes, 220, 40), np.where(dots, 250, 60), np.where(stripes, 30, 190)], -1)
-    Image.fromarray(rgb.astype(np.uint8)).save(path)
+    """A procedural style image so the benchmark needs no data files."""
+    save_png(procedural_swatch(size), path)
     return path
 
 

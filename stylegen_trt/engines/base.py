@@ -16,11 +16,14 @@ import numpy as np
 from stylegen_trt.spec import GraphSpec, bind_axes
 
 Backend = Literal["ort", "trt"]
+BACKENDS: tuple[Backend, ...] = ("ort", "trt")
 Device = Literal["auto", "cpu", "cuda"]
 OptLevel = Literal["disable", "basic", "extended", "all"]
 # fast: the backend keeps what it allocated for reuse (ORT's CPU arena); lean: it frees per call.
 # On the small config lean measured 510 vs 854 MiB peak at 13% more time (benchmarks/analysis.md).
 Memory = Literal["fast", "lean"]
+# auto: the backend's natural precision - fp16 engines on TensorRT, the fp32 graphs on ONNX Runtime
+Precision = Literal["auto", "fp32", "fp16"]
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
 
@@ -32,6 +35,7 @@ class EngineOptions:
     opt_level: OptLevel = "all"
     cache: bool = True  # keep optimised models / engines under <bundle>/engines/
     memory: Memory = "fast"
+    precision: Precision = "auto"
 
 
 @runtime_checkable
@@ -71,8 +75,22 @@ def check_inputs(spec: GraphSpec, inputs: Mapping[str, np.ndarray]) -> None:
 def open_engine(onnx_path: Path, spec: GraphSpec, onnx_sha256: str, cache_root: Path | None,
                 options: EngineOptions) -> Engine:
     """Open ``onnx_path`` on the backend ``options`` names; ``cache_root`` is <bundle>/engines or None."""
+    cache_root = cache_root if options.cache else None
     if options.backend == "ort":
         from stylegen_trt.engines.ort import OrtEngine
 
-        return OrtEngine.open(onnx_path, spec, onnx_sha256, cache_root if options.cache else None, options)
-    raise ValueError(f"backend {options.backend!r} is not available in this build; use 'ort'")
+        return OrtEngine.open(onnx_path, spec, onnx_sha256, cache_root, options)
+    if options.backend == "trt":
+        from stylegen_trt.engines.trt import TrtEngine
+
+        return TrtEngine.open(onnx_path, spec, onnx_sha256, cache_root, options)
+    raise ValueError(f"unknown backend {options.backend!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def cache_fields(onnx_sha256: str, spec: GraphSpec, options: EngineOptions) -> dict:
+    """The fields whose hash keys this backend's cache entry for a graph (see engines/cache.py)."""
+    if options.backend == "trt":
+        from stylegen_trt.engines import trt as backend
+    else:
+        from stylegen_trt.engines import ort as backend
+    return backend.cache_fields(onnx_sha256, spec, options)

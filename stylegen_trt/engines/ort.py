@@ -55,6 +55,18 @@ def _session_options(options: EngineOptions, level: str) -> ort.SessionOptions:
     return so
 
 
+def cache_fields(onnx_sha256: str, spec: GraphSpec, options: EngineOptions) -> dict:
+    """What an optimised model depends on: its cache key is a hash of this."""
+    return {
+        "onnx_sha256": onnx_sha256,
+        "onnxruntime": ort.__version__,
+        "providers": choose_providers(options.device),
+        "opt_level": options.opt_level,
+        "machine": platform.machine(),
+        "processor": _processor_name(),
+    }
+
+
 class OrtEngine:
     def __init__(self, session: ort.InferenceSession, spec: GraphSpec):
         self.session = session
@@ -65,15 +77,10 @@ class OrtEngine:
     @classmethod
     def open(cls, onnx_path: Path, spec: GraphSpec, onnx_sha256: str, cache_root: Path | None,
              options: EngineOptions) -> "OrtEngine":
+        if options.precision == "fp16":
+            raise UserError("--precision fp16 needs --backend trt: ONNX Runtime runs the bundle's fp32 graphs")
         providers = choose_providers(options.device)
-        fields = {
-            "onnx_sha256": onnx_sha256,
-            "onnxruntime": ort.__version__,
-            "providers": providers,
-            "opt_level": options.opt_level,
-            "machine": platform.machine(),
-            "processor": _processor_name(),
-        }
+        fields = cache_fields(onnx_sha256, spec, options)
         if cache_root is None or options.opt_level == "disable":
             return cls(ort.InferenceSession(str(onnx_path), _session_options(options, options.opt_level),
                                             providers=providers), spec)

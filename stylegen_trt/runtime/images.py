@@ -87,3 +87,12 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
     atomic_write_bytes(path, png_bytes(image))
+
+
+def procedural_swatch(size: int = 512) -> np.ndarray:
+    """(size, size, 3) uint8 stripes over dots: a style image for runs that are given none."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    stripes = np.sin(xx / 5.0 + yy / 11.0) > 0
+    dots = (xx % 24 - 12) ** 2 + (yy % 24 - 12) ** 2 < 40
+    rgb = np.stack([np.where(stripes, 220, 40), np.where(dots, 250, 60), np.where(stripes, 30, 190)], -1)
+    return rgb.astype(np.uint8)

@@ -51,7 +51,7 @@ class StyleRequest:
 
 @dataclass(frozen=True, eq=False)
 class GenerationRequest:
-    prompt: str
+    prompt: str | tuple[str, ...]  # several prompts: one batch, ``n`` images each (as diffusers)
     negative: str = ""
     style: StyleRequest = StyleRequest()
     scheduler: str = "ddpm"
@@ -61,7 +61,13 @@ class GenerationRequest:
     n: int = 1
     height: int | None = None
     width: int | None = None
-    latents: np.ndarray | None = None  # as diffusers' ``latents=``: x_T, shape (n, C, h, w)
+    latents: np.ndarray | None = None  # as diffusers' ``latents=``: x_T, shape (images, C, h, w)
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """One prompt per image, prompt-major: each prompt's ``n`` images are consecutive."""
+        prompts = (self.prompt,) if isinstance(self.prompt, str) else tuple(self.prompt)
+        return tuple(p for p in prompts for _ in range(self.n))
 
 
 @dataclass
@@ -237,13 +243,14 @@ class StylePipeline:
 
     def generate(self, request: GenerationRequest,
                  on_step: Callable[[int, int], None] | None = None) -> GenerationResult:
-        """Generate ``request.n`` images; ``on_step(i, total)`` is called after each denoising step."""
+        """Generate ``request.n`` images per prompt; ``on_step(i, total)`` is called after each denoising step."""
         check_request(request, self.bundle.manifest)
         self.times = StageTimes()
         m = self.bundle.manifest
         height, width = resolve_size(request, m)
         f = m["latent"]["vae_scale_factor"]
-        latent_shape = (request.n, m["latent"]["channels"], height // f, width // f)
+        prompts = request.prompts
+        latent_shape = (len(prompts), m["latent"]["channels"], height // f, width // f)
         seed = request.seed if request.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
         rng = np.random.default_rng(seed)
 
@@ -255,8 +262,9 @@ class StylePipeline:
                                          *style_map_size(self.bundle.graphs["style_branch"], *latent_shape[2:]))
 
         cfg = request.guidance > 1.0
-        cond = np.repeat(self.encode_prompt(request.prompt), request.n, axis=0)
-        context = np.concatenate([np.repeat(self.encode_prompt(request.negative), request.n, axis=0), cond]) if cfg else cond
+        cond = np.concatenate([self.encode_prompt(p) for p in prompts])
+        uncond = np.repeat(self.encode_prompt(request.negative), len(prompts), axis=0)
+        context = np.concatenate([uncond, cond]) if cfg else cond
 
         ts = schedulers.timesteps(request.scheduler, self.scheduler_config, request.steps)
         zeros = self._zero_residuals(latent_shape[2], latent_shape[3])
@@ -301,7 +309,9 @@ def resolve_size(request: GenerationRequest, manifest: dict) -> tuple[int, int]:
 def check_request(request: GenerationRequest, manifest: dict) -> None:
     """Every user-facing check before any work starts; each failure is a one-line UserError."""
     sizes = manifest["sizes"]
-    if not request.prompt.strip() and not request.style.images:
+    if not isinstance(request.prompt, str) and not request.prompt:
+        raise UserError("no prompt given: pass one prompt, or a non-empty list of prompts")
+    if not "".join(request.prompts).strip() and not request.style.images:
         log.info("empty prompt: generating unconditionally")
     if request.scheduler not in schedulers.SAMPLERS:
         raise UserError(f"unknown scheduler {request.scheduler!r}: choose one of {', '.join(schedulers.SAMPLERS)}")
@@ -312,6 +322,9 @@ def check_request(request: GenerationRequest, manifest: dict) -> None:
         raise UserError(f"--guidance must be a finite number >= 0, got {request.guidance}")
     if not 1 <= request.n <= sizes["max_images"]:
         raise UserError(f"--n must be between 1 and {sizes['max_images']} for this bundle, got {request.n}")
+    if len(request.prompts) > sizes["max_images"]:
+        raise UserError(f"{len(request.prompts) // request.n} prompts x --n {request.n} = {len(request.prompts)} images: "
+                        f"at most {sizes['max_images']} per batch for this bundle; split the prompts")
     height, width = resolve_size(request, manifest)
     for label, value in (("height", height), ("width", width)):
         if value % sizes["multiple"]:
@@ -335,9 +348,9 @@ def check_request(request: GenerationRequest, manifest: dict) -> None:
         raise UserError(f"--style-window needs 0 <= START < END <= 1, got {start} {end}")
     if request.latents is not None:
         f = manifest["latent"]["vae_scale_factor"]
-        expected = (request.n, manifest["latent"]["channels"], height // f, width // f)
+        expected = (len(request.prompts), manifest["latent"]["channels"], height // f, width // f)
         if tuple(request.latents.shape) != expected:
             raise UserError(f"--latents has shape {tuple(request.latents.shape)}, expected {expected} "
-                            f"for --n {request.n} at {width}x{height}")
+                            f"for {expected[0]} image(s) at {width}x{height}")
         if not np.issubdtype(request.latents.dtype, np.floating) or not np.isfinite(request.latents).all():
             raise UserError("--latents must hold finite floating-point values")
