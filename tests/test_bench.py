@@ -105,6 +105,9 @@ def test_bench_on_tiny_model(tiny, styled_bundle, tmp_path, torch_threads):
     n1 = r["style_overhead"]["batches"]["1"]
     assert n1["ratio"] == pytest.approx(n1["styled_s"] / n1["plain_s"]) and n1["unet_batch"] == 2
     assert r["style_overhead"]["batches"]["4"]["unet_batch"] == 8
+    # a reduced run's ratio is also judged at DDPM-50, where the fixed VAE cost no longer dilutes it
+    assert r["style_overhead"]["scaled_to_steps"] == 50
+    assert r["style_overhead"]["ratio"] == max(n1["ratio"], n1["ratio_scaled"])
 
     # Outputs agree (uint8, max diff <= 2), in process and across the fresh cold-start processes.
     assert e2e["agreement"]["agree"] and e2e["agreement"]["max_abs_diff"] <= 2
