@@ -158,3 +158,91 @@ def test_timing_cache_is_per_tensorrt_version_and_gpu():
     c = trt_backend.engine_fields("abc", UNET_LIKE, "fp16", "10.3.0", trt_backend.CudaDevice(0, "NVIDIA L4", "8.9"))
     assert trt_backend.timing_cache_name(a) == trt_backend.timing_cache_name(b) == "timing-10.3.0-NVIDIA-A10-sm8.6.cache"
     assert trt_backend.timing_cache_name(c) != trt_backend.timing_cache_name(a)
+
+
+class _FakeCuda:
+    """Host memory standing in for polygraphy's CUDA wrapper, so TrtEngine's own glue (shapes, addresses,
+    copies, fresh outputs) runs here. It says nothing about TensorRT itself: that is the GPU test's job."""
+
+    memory: dict = {}
+
+    class Stream:
+        ptr = 1
+
+        def synchronize(self):
+            pass
+
+        def free(self):
+            pass
+
+    class DeviceArray:
+        def __init__(self, shape, dtype):
+            self.dtype = np.dtype(dtype.numpy())
+            self.ptr = id(self)
+            self.resize(shape)
+
+        def resize(self, shape):
+            self.shape = tuple(shape)
+            _FakeCuda.memory[self.ptr] = np.zeros(self.shape, self.dtype)
+            return self
+
+        def copy_from(self, host, stream=None):
+            assert host.dtype == self.dtype and host.shape == self.shape
+            _FakeCuda.memory[self.ptr][...] = host
+
+        def copy_to(self, host, stream=None):
+            host[...] = _FakeCuda.memory[self.ptr]
+            return host
+
+        def free(self):
+            _FakeCuda.memory.pop(self.ptr, None)
+
+
+class _FakeContext:
+    """eps = sample * timestep, shaped like a UNet: what the engine would compute, on the fake device."""
+
+    def __init__(self):
+        self.shapes, self.addresses, self.fail = {}, {}, False
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        return self.shapes["sample"]
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        if self.fail:
+            return False
+        mem = _FakeCuda.memory
+        mem[self.addresses["eps"]][...] = mem[self.addresses["sample"]] * mem[self.addresses["timestep"]][0]
+        return True
+
+
+def test_trt_engine_glue_on_a_fake_device():
+    """Inputs reach the device at their shapes, outputs come back as fresh arrays of the declared dtype,
+    shapes may change between runs, and a failed execution is an error - TrtEngine's logic, not TensorRT's."""
+    spec = GraphSpec("unet", UNET_LIKE.inputs[:2], UNET_LIKE.outputs, UNET_LIKE.axes)
+    context = _FakeContext()
+    engine = type("FakeEngine", (), {"create_execution_context": lambda self: context})()
+    trt_engine = trt_backend.TrtEngine(engine, spec, GPU_A, cuda=_FakeCuda)
+    assert trt_engine.device == "cuda:0"
+    rng = np.random.default_rng(0)
+    small = {"sample": rng.standard_normal((2, 4, 8, 8), dtype=np.float32), "timestep": np.array([3.0], np.float32)}
+    first = trt_engine.run(small)
+    assert first["eps"].dtype == np.float32 and np.array_equal(first["eps"], small["sample"] * 3)
+    larger = {"sample": rng.standard_normal((4, 4, 16, 12), dtype=np.float32), "timestep": np.array([2.0], np.float32)}
+    second = trt_engine.run(larger)
+    assert second["eps"].shape == (4, 4, 16, 12) and np.array_equal(second["eps"], larger["sample"] * 2)
+    assert np.array_equal(first["eps"], small["sample"] * 3)  # the first result was not overwritten
+    with pytest.raises(ValueError, match="outside"):
+        trt_engine.run({**small, "sample": np.zeros((9, 4, 8, 8), np.float32)})  # beyond the profile: refused first
+    context.fail = True
+    with pytest.raises(RuntimeError, match="execution failed"):
+        trt_engine.run(small)
+    trt_engine.close()
+    assert not _FakeCuda.memory

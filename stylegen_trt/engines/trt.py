@@ -145,8 +145,9 @@ class TrtEngine:
     """One TensorRT engine and its execution context; device buffers are kept and grown between runs,
     host outputs are fresh arrays every run (never views of buffers the next run overwrites)."""
 
-    def __init__(self, engine, spec: GraphSpec, device: CudaDevice, runtime=None):
-        from polygraphy import cuda
+    def __init__(self, engine, spec: GraphSpec, device: CudaDevice, runtime=None, cuda=None):
+        if cuda is None:  # polygraphy's CUDA runtime wrapper (ctypes; no torch, no cuda-python)
+            from polygraphy import cuda
 
         self._cuda = cuda
         self.spec = spec
@@ -187,7 +188,7 @@ class TrtEngine:
         buffer = self._buffers.get(name)
         if buffer is None:
             buffer = self._buffers[name] = self._cuda.DeviceArray(shape, DataType.from_dtype(self._dtypes[name]))
-        return buffer.resize(shape)
+        return buffer.resize(tuple(shape))
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(self.spec, inputs)
