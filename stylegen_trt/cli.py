@@ -301,8 +301,6 @@ def build(
     unknown = sorted(set(graph) - set(GRAPH_NAMES))
     if unknown:
         fail(f"unknown --graph {', '.join(unknown)}: choose from {', '.join(GRAPH_NAMES)}")
-    if options.backend == "ort" and options.precision == "fp16":
-        fail("--precision fp16 needs --backend trt: ONNX Runtime runs the bundle's fp32 graphs")
     b = open_bundle(_bundle_or_demo(bundle))
     root = b.path / "engines"
     for name in graph or GRAPH_NAMES:

@@ -112,11 +112,11 @@ def engine_fields(onnx_sha256: str, spec: GraphSpec, precision: Precision, tenso
     }
 
 
-def cache_fields(onnx_sha256: str, spec: GraphSpec, options: EngineOptions) -> dict:
+def cache_fields(onnx_sha256: str, spec: GraphSpec, options: EngineOptions, device: CudaDevice | None = None) -> dict:
     precision: Precision = "fp16" if options.precision == "auto" else options.precision
     if options.device == "cpu":
         raise UserError("--backend trt runs on a CUDA GPU: drop --device cpu, or use --backend ort")
-    return engine_fields(onnx_sha256, spec, precision, require_tensorrt().__version__, cuda_device(0))
+    return engine_fields(onnx_sha256, spec, precision, require_tensorrt().__version__, device or cuda_device(0))
 
 
 def build_engine_bytes(onnx_path: Path, spec: GraphSpec, precision: Precision, timing_cache: Path | None) -> bytes:
@@ -165,8 +165,9 @@ class TrtEngine:
     def open(cls, onnx_path: Path, spec: GraphSpec, onnx_sha256: str, cache_root: Path | None,
              options: EngineOptions) -> "TrtEngine":
         trt = require_tensorrt()
-        fields = cache_fields(onnx_sha256, spec, options)
-        precision, device = fields["precision"], cuda_device(0)
+        device = cuda_device(0)
+        fields = cache_fields(onnx_sha256, spec, options, device)
+        precision = fields["precision"]
         if cache_root is None:
             plan = build_engine_bytes(onnx_path, spec, precision, None)
         else:
