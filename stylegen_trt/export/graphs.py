@@ -58,9 +58,9 @@ def residual_levels(unet) -> list[int]:
     return levels
 
 
-def residual_specs(unet, batch: int | str = 1) -> tuple[TensorSpec, ...]:
-    """The 12 down + 1 mid residuals: batch 1 into the UNet (they broadcast over its batch),
-    ``branch_steps`` out of the branch (one row per timestep)."""
+def residual_specs(unet, batch: str) -> tuple[TensorSpec, ...]:
+    """The 12 down + 1 mid residuals: ``residual_batch`` rows into the UNet (1, broadcast over its
+    batch, or one row per UNet batch item: per-image styles), ``branch_steps`` out of the branch."""
     def dims(channels, level):
         if level == 0:
             return (batch, channels, "latent_h", "latent_w")
@@ -92,7 +92,7 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
     seq = base.tokenizer.model_max_length
     dim = base.text_encoder.config.hidden_size
     latent_ch = unet_cfg.in_channels
-    residuals = residual_specs(base.unet)
+    residuals = residual_specs(base.unet, "residual_batch")
     latent_axes = _latent_axes(base, limits)
     h = _trace_latent(base, limits)
     gen = torch.Generator().manual_seed(0)
@@ -101,7 +101,7 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
         return torch.randn(*shape, generator=gen)
 
     def residual_samples(batch_h):
-        axes = {"latent_h": batch_h, "latent_w": batch_h}
+        axes = {"latent_h": batch_h, "latent_w": batch_h, "residual_batch": 1}
         from stylegen_trt.spec import resolve_shape
         return tuple(randn(*resolve_shape(r.dims, axes)) * 0.1 for r in residuals)
 
@@ -138,7 +138,7 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
          TensorSpec("encoder_hidden_states", "float32", ("unet_batch", seq, dim)),
          *residuals),
         (TensorSpec("eps", "float32", ("unet_batch", latent_ch, "latent_h", "latent_w")),),
-        {"unet_batch": text_batch, **latent_axes},
+        {"unet_batch": text_batch, "residual_batch": AxisRange(1, 1, text_batch.max), **latent_axes},
     )
     image_axis = AxisRange(limits.min_size, limits.native_size, limits.max_size)
     vae = GraphSpec(

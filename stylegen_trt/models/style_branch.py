@@ -153,7 +153,9 @@ def randomise_projections(branch: StyleBranch, seed: int, std: float = 0.2) -> S
 class ResidualUNet(nn.Module):
     """The frozen UNet with the branch's residuals added inside: (x_t, t, c, *residuals) -> eps.
 
-    Residuals of batch 1 broadcast over the UNet's batch (CFG halves x images).
+    Residuals of batch 1 broadcast over the UNet's batch (CFG halves x images); residuals with
+    one row per batch item give each image its own style. Expanded explicitly, so TensorRT sees a
+    broadcast it can resolve at run time instead of an elementwise add of unequal dynamic dims.
     """
 
     def __init__(self, unet):
@@ -166,6 +168,7 @@ class ResidualUNet(nn.Module):
         if len(residuals) != self.num_down + 1:
             raise ValueError(f"expected {self.num_down + 1} residuals, got {len(residuals)}")
         timestep = timestep.reshape(-1).expand(sample.shape[0])
+        residuals = [r.expand(sample.shape[0], -1, -1, -1) for r in residuals]
         return self.unet(
             sample,
             timestep,

@@ -35,33 +35,46 @@ def _to_rgb01(img: Image.Image) -> np.ndarray:
 
 def read_image_file(path: str | Path) -> tuple[np.ndarray, bytes]:
     """Read and check an image file: (H, W, 3) float32 in [0, 1] and the file's bytes."""
+    data = read_style_file(path)
+    return decode_image(data, f"style image {path}"), data
+
+
+def read_style_file(path: str | Path) -> bytes:
+    """A style image file's bytes (not decoded), or a UserError saying why it cannot be had."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"style image {path} not found: check the path given to --style")
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise UserError(f"style image {path} cannot be read ({exc.strerror or exc}): check its permissions") from exc
+
+
+def decode_image(data: bytes, label: str = "style image") -> np.ndarray:
+    """Check and decode an encoded image (PNG, JPEG, WebP, ...): (H, W, 3) float32 in [0, 1].
+
+    ``label`` names the image in errors: a file path for the CLI, an index for a server request.
+    """
     if not data:
-        raise UserError(f"style image {path} is empty (0 bytes): give a PNG or JPEG file")
+        raise UserError(f"{label} is empty (0 bytes): give a PNG or JPEG file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > MAX_PIXELS:
-                raise UserError(f"style image {path} is {width}x{height}: over {MAX_PIXELS // 10**6} MP is refused "
+                raise UserError(f"{label} is {width}x{height}: over {MAX_PIXELS // 10**6} MP is refused "
                                 "as a possible decompression bomb; downscale it first")
             img.load()
-            return _to_rgb01(img), data
+            return _to_rgb01(img)
     except UserError:
         raise
     except UnidentifiedImageError as exc:
-        raise UserError(f"style image {path} is not an image this tool can read: give a PNG, JPEG or WebP file") from exc
+        raise UserError(f"{label} is not an image this tool can read: give a PNG, JPEG or WebP file") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UserError(f"style image {path} is too large to be plausible (decompression bomb?): downscale it first") from exc
+        raise UserError(f"{label} is too large to be plausible (decompression bomb?): downscale it first") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"style image {path} is truncated or corrupt ({exc}): re-save or replace it") from exc
+        raise UserError(f"{label} is truncated or corrupt ({exc}): re-save or replace it") from exc
 
 
 def resize_rgb01(image: np.ndarray, size: int) -> np.ndarray:

@@ -12,9 +12,10 @@ broadcasts inside the UNet graph over the images and both CFG halves.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -25,7 +26,7 @@ from stylegen_trt.engines.base import Engine, EngineOptions
 from stylegen_trt.errors import UserError
 from stylegen_trt.runtime import schedulers
 from stylegen_trt.runtime.bundle import GRAPH_NAMES, Bundle
-from stylegen_trt.runtime.images import read_image_file, resize_rgb01, to_uint8
+from stylegen_trt.runtime.images import decode_image, read_style_file, resize_rgb01, to_uint8
 from stylegen_trt.runtime.style import StyleMapCache, blend, default_cache_dir, resize_style_map
 from stylegen_trt.runtime.tokenizer import PromptTokenizer
 from stylegen_trt.spec import resolve_shape
@@ -41,9 +42,14 @@ RESIDUAL_BUDGET_BYTES = 64 * 2**20  # precomputed branch residuals held at once 
 BRANCH_LATENT_PIXELS = 4096
 
 
+# A style image: a file (the CLI) or an image's encoded bytes (a server request).
+StyleImage = Path | bytes
+PROMPT_CACHE_SIZE = 256  # prompt encodings kept in memory (a server sees many prompts)
+
+
 @dataclass(frozen=True)
 class StyleRequest:
-    images: tuple[Path, ...] = ()
+    images: tuple[StyleImage, ...] = ()
     weights: tuple[float, ...] | None = None  # None: equal weights summing to 1
     scale: float = 1.0
     window: tuple[float, float] = (0.0, 1.0)  # fractions of the schedule where the branch runs
@@ -102,33 +108,72 @@ class TimedEngine:
         return out
 
 
-def make_denoiser(unet: TimedEngine, context: np.ndarray, guidance: float,
+def make_denoiser(unet: TimedEngine, context: np.ndarray, guidance: np.ndarray | None,
                   residuals_at: Callable[[int], Residuals]) -> schedulers.Denoiser:
     """Adapt the UNet once into ``denoise(x, t) -> eps`` with style residuals and CFG inside.
 
-    With CFG, ``context`` is [uncond x n, cond x n] and eps = eps_u + g (eps_c - eps_u)
-    (Ho & Salimans, classifier-free guidance).
+    With CFG (``guidance`` given: one scale per image, shape (B, 1, 1, 1)), ``context`` is
+    [uncond x B, cond x B] and eps = eps_u + g (eps_c - eps_u) (Ho & Salimans, classifier-free guidance).
     """
     def unet_eps(x: np.ndarray, t: int) -> np.ndarray:
         feeds = {"sample": x, "timestep": np.array([t], np.float32), "encoder_hidden_states": context}
         return unet.run({**feeds, **residuals_at(t)})["eps"]
 
-    if guidance <= 1.0:  # diffusers' rule: no guidance at scale <= 1
+    if guidance is None:
         return unet_eps
 
     def guided(x: np.ndarray, t: int) -> np.ndarray:
         eps_u, eps_c = np.split(unet_eps(np.concatenate([x, x]), t), 2)
-        return eps_u + np.float32(guidance) * (eps_c - eps_u)
+        return eps_u + guidance * (eps_c - eps_u)
 
     return guided
 
 
+class ResidualCache:
+    """Branch residuals per (style key, timestep), least recently used dropped beyond a byte budget.
+
+    The branch sees (S, t) only, so one style's residuals at a timestep serve every request, image
+    and schedule that uses that style at that size and scale.
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._items: OrderedDict[tuple, Residuals] = OrderedDict()
+
+    def get(self, key: tuple) -> Residuals | None:
+        value = self._items.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._items.move_to_end(key)
+        return value
+
+    def put(self, key: tuple, value: Residuals) -> None:
+        size = sum(a.nbytes for a in value.values())
+        if size > self.budget_bytes or key in self._items:
+            return
+        self._items[key] = value
+        self.bytes += size
+        while self.bytes > self.budget_bytes:
+            _, dropped = self._items.popitem(last=False)
+            self.bytes -= sum(a.nbytes for a in dropped.values())
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+
 def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray | None, scale: float,
-                   active: list[int], chunk: int) -> Callable[[int], Residuals]:
+                   active: list[int], chunk: int, cache: ResidualCache | None = None,
+                   style_key: tuple = ()) -> Callable[[int], Residuals]:
     """t -> the branch's residuals for timesteps in ``active`` (in sampling order), zeros elsewhere.
 
     The branch sees S and t only, never the latent, so residuals for the next ``chunk`` active
     timesteps come from one call (one row per timestep) and are handed out one step at a time.
+    With a ``cache``, rows are looked up there first (under ``style_key``) and kept there after.
     """
     if style_map is None or not active:
         return lambda t: zeros
@@ -139,15 +184,56 @@ def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray 
     def residuals_at(t: int) -> Residuals:
         if t not in position:
             return zeros
-        if t not in ready:
-            ready.clear()
-            batch = active[position[t]:position[t] + chunk]
-            out = branch.run({"style_map": np.repeat(style_map, len(batch), axis=0),
-                              "timestep": np.array(batch, np.float32), "style_scale": scale_arr})
-            ready.update({step: {name: rows[i:i + 1] for name, rows in out.items()} for i, step in enumerate(batch)})
+        if t in ready:
+            return ready[t]
+        if cache is not None and (hit := cache.get((style_key, t))) is not None:
+            return hit
+        ready.clear()
+        batch = active[position[t]:position[t] + chunk]
+        out = branch.run({"style_map": np.repeat(style_map, len(batch), axis=0),
+                          "timestep": np.array(batch, np.float32), "style_scale": scale_arr})
+        copy = cache is not None  # a cached row must not keep the whole call's output alive
+        ready.update({step: {name: rows[i:i + 1].copy() if copy else rows[i:i + 1] for name, rows in out.items()}
+                      for i, step in enumerate(batch)})
+        if cache is not None:
+            for step, value in ready.items():
+                cache.put((style_key, step), value)
         return ready[t]
 
     return residuals_at
+
+
+def per_image_residuals(sources: list[Callable[[int], Residuals]], keys: list[tuple | None],
+                        cfg: bool) -> Callable[[int], Residuals]:
+    """The UNet's residual inputs for a batch whose images may differ in style.
+
+    ``sources[i]`` gives image i's residuals (batch 1); images with equal ``keys`` share a source.
+    One style for all: that source's rows, which broadcast in the graph. Otherwise one row per
+    UNet batch item (both CFG halves of an image take its row).
+    """
+    distinct = list(dict.fromkeys(keys))
+    if len(distinct) == 1:
+        return sources[0]
+    first = {key: sources[keys.index(key)] for key in distinct}
+    index = [distinct.index(k) for k in keys] * (2 if cfg else 1)
+
+    def residuals_at(t: int) -> Residuals:
+        rows = [first[k](t) for k in distinct]
+        return {name: np.concatenate([rows[i][name] for i in index]) for name in rows[0]}
+
+    return residuals_at
+
+
+class StackedNoise:
+    """``standard_normal`` for a batch of several requests' images: each request's rows come from its
+    own generator, so an image's noise (x_T and DDPM's per-step noise) never depends on its batch-mates."""
+
+    def __init__(self, rngs: list[np.random.Generator], counts: list[int]):
+        self.rngs, self.counts = rngs, counts
+
+    def standard_normal(self, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        return np.concatenate([rng.standard_normal((n, *shape[1:]), dtype=dtype)
+                               for rng, n in zip(self.rngs, self.counts)])
 
 
 def branch_chunk(spec, latent_h: int, latent_w: int, budget_bytes: int | None = None) -> int:
@@ -176,11 +262,30 @@ def active_timesteps(ts: np.ndarray, window: tuple[float, float]) -> list[int]:
     return [int(t) for i, t in enumerate(ts) if start * k <= i < end * k]
 
 
+@dataclass(frozen=True)
+class PreparedRequest:
+    """One request after its checks, with what it brings to a batch: its noise, size and style."""
+
+    request: GenerationRequest
+    seed: int
+    rng: np.random.Generator
+    latent_shape: tuple[int, int, int, int]  # (images, C, h, w)
+    style_map: np.ndarray | None  # blended, at the size the branch takes
+    style_key: tuple | None  # what its residuals depend on besides t: (S hash, scale, h, w)
+
+    @property
+    def batch_key(self) -> tuple:
+        """Requests with equal keys can share UNet calls."""
+        r = self.request
+        return (self.latent_shape[1:], r.scheduler, r.steps, r.guidance > 1.0)
+
+
 class StylePipeline:
-    """Opens a bundle's five engines; ``generate`` turns a request into images."""
+    """Opens a bundle's five engines; ``generate`` turns a request into images, ``generate_many``
+    serves several requests, denoising compatible ones together."""
 
     def __init__(self, bundle: Bundle, options: EngineOptions = EngineOptions(),
-                 style_cache_dir: Path | None = None):
+                 style_cache_dir: Path | None = None, residual_cache_bytes: int = 0):
         self.bundle = bundle
         m = bundle.manifest
         self.tokenizer = PromptTokenizer.from_manifest(bundle.path, m["tokenizer"])
@@ -196,12 +301,25 @@ class StylePipeline:
         encoder_sha = m["files"][m["graphs"]["style_encoder"]["file"]]["sha256"]
         cache_dir = style_cache_dir if style_cache_dir is not None else default_cache_dir()
         self.style_cache = StyleMapCache(cache_dir, encoder_sha, m["style"]["image_size"])
-        self._contexts: dict[str, np.ndarray] = {}
+        self.residual_cache = ResidualCache(residual_cache_bytes) if residual_cache_bytes > 0 else None
+        self._contexts: OrderedDict[str, np.ndarray] = OrderedDict()
+        # Bundles exported before per-image residuals take one style per UNet call.
+        residual_names = set(bundle.graphs["style_branch"].output_names)
+        self.styles_per_batch = "many" if all(isinstance(t.dims[0], str) for t in bundle.graphs["unet"].inputs
+                                              if t.name in residual_names) else "one"
 
     def close(self) -> None:
         for engine in self.engines.values():
             engine.engine.close()
         self.engines.clear()
+
+    def clear_caches(self) -> None:
+        """Forget prompt encodings, style maps and residuals held in memory, so the next generation
+        does every stage's work (S still comes from the on-disk cache if it has a directory)."""
+        self._contexts.clear()
+        self.style_cache.memory.clear()
+        if self.residual_cache is not None:
+            self.residual_cache.clear()
 
     def __enter__(self) -> "StylePipeline":
         return self
@@ -212,23 +330,30 @@ class StylePipeline:
     # --- stages -------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str) -> np.ndarray:
-        """(1, seq, dim) context for ``prompt``, cached in memory."""
-        if prompt not in self._contexts:
-            start = time.perf_counter()
-            ids = self.tokenizer([prompt])
-            self.times.add("tokenize", time.perf_counter() - start)
-            self._contexts[prompt] = self.engines["text_encoder"].run({"input_ids": ids})["context"]
-        return self._contexts[prompt]
+        """(1, seq, dim) context for ``prompt``, cached in memory (the most recent PROMPT_CACHE_SIZE)."""
+        if prompt in self._contexts:
+            self._contexts.move_to_end(prompt)
+            return self._contexts[prompt]
+        start = time.perf_counter()
+        ids = self.tokenizer([prompt])
+        self.times.add("tokenize", time.perf_counter() - start)
+        context = self._contexts[prompt] = self.engines["text_encoder"].run({"input_ids": ids})["context"]
+        while len(self._contexts) > PROMPT_CACHE_SIZE:
+            self._contexts.popitem(last=False)
+        return context
 
-    def style_map_of(self, path: Path) -> np.ndarray:
-        """S (1, 1, 64, 64) of one style image, from the cache or the style encoder."""
-        image, data = read_image_file(path)
+    def style_map_of(self, image: StyleImage, label: str = "style image") -> np.ndarray:
+        """S (1, 1, 64, 64) of one style image (a file, or encoded bytes), from the cache or the style encoder."""
+        if isinstance(image, bytes):
+            data = image
+        else:
+            data, label = read_style_file(image), f"style image {image}"
         key = self.style_cache.key(data)
         cached = self.style_cache.get(key)
         if cached is not None:
             return cached
         size = self.bundle.manifest["style"]["image_size"]
-        pixels = resize_rgb01(image, size)[None]
+        pixels = resize_rgb01(decode_image(data, label), size)[None]
         style_map = self.engines["style_encoder"].run({"style_image": pixels})["style_map"]
         self.style_cache.put(key, style_map)
         return style_map
@@ -244,38 +369,93 @@ class StylePipeline:
     def generate(self, request: GenerationRequest,
                  on_step: Callable[[int, int], None] | None = None) -> GenerationResult:
         """Generate ``request.n`` images per prompt; ``on_step(i, total)`` is called after each denoising step."""
-        check_request(request, self.bundle.manifest)
+        result = self.generate_many([request], on_step)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def generate_many(self, requests: list[GenerationRequest],
+                      on_step: Callable[[int, int], None] | None = None) -> list[GenerationResult | UserError]:
+        """Serve several requests: one result per request, in order, or the UserError that request alone
+        failed with. Requests that share size, scheduler, steps and whether they use CFG are denoised
+        together in UNet calls of up to the bundle's ``max_images`` images, each with its own prompts,
+        seed, guidance and style (an image's result does not depend on its batch-mates)."""
         self.times = StageTimes()
+        results: list[GenerationResult | UserError | None] = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, PreparedRequest]]] = defaultdict(list)
+        for i, request in enumerate(requests):
+            try:
+                prepared = self.prepare(request)
+            except UserError as exc:
+                results[i] = exc
+                continue
+            key = prepared.batch_key + ((prepared.style_key, request.style.window)
+                                        if self.styles_per_batch == "one" else ())
+            groups[key].append((i, prepared))
+        limit = self.bundle.manifest["sizes"]["max_images"]
+        for members in groups.values():
+            for batch in _batches(members, limit):
+                images = self._denoise([p for _, p in batch], on_step)
+                start = 0
+                for i, p in batch:
+                    count = p.latent_shape[0]
+                    results[i] = GenerationResult(images[start:start + count], p.seed, self.times)
+                    start += count
+        return results
+
+    def prepare(self, request: GenerationRequest) -> PreparedRequest:
+        """Check a request and do its per-request work (seed, style map); UserError if it is bad."""
         m = self.bundle.manifest
+        check_request(request, m)
         height, width = resolve_size(request, m)
         f = m["latent"]["vae_scale_factor"]
-        prompts = request.prompts
-        latent_shape = (len(prompts), m["latent"]["channels"], height // f, width // f)
+        latent_shape = (len(request.prompts), m["latent"]["channels"], height // f, width // f)
         seed = request.seed if request.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
-        rng = np.random.default_rng(seed)
-
-        style_map = None
-        if request.style.images:
-            weights = request.style.weights or (1.0 / len(request.style.images),) * len(request.style.images)
-            maps = [self.style_map_of(Path(p)) for p in request.style.images]
+        style_map = style_key = None
+        style = request.style
+        if style.images:
+            weights = style.weights or (1.0 / len(style.images),) * len(style.images)
+            maps = [self.style_map_of(image, f"style image {k + 1}") for k, image in enumerate(style.images)]
             style_map = resize_style_map(blend(maps, list(weights)),
                                          *style_map_size(self.bundle.graphs["style_branch"], *latent_shape[2:]))
+            digest = hashlib.blake2b(style_map.tobytes(), digest_size=16).hexdigest()
+            style_key = (digest, float(style.scale), *latent_shape[2:])
+        return PreparedRequest(request, seed, np.random.default_rng(seed), latent_shape, style_map, style_key)
 
-        cfg = request.guidance > 1.0
-        cond = np.concatenate([self.encode_prompt(p) for p in prompts])
-        uncond = np.repeat(self.encode_prompt(request.negative), len(prompts), axis=0)
-        context = np.concatenate([uncond, cond]) if cfg else cond
+    def _denoise(self, members: list[PreparedRequest],
+                 on_step: Callable[[int, int], None] | None) -> np.ndarray:
+        """Denoise and decode compatible requests in one batch: (images, H, W, 3) uint8, request-major."""
+        first = members[0].request
+        counts = [p.latent_shape[0] for p in members]
+        _, channels, h, w = members[0].latent_shape
+        cfg = first.guidance > 1.0
+        cond = np.concatenate([self.encode_prompt(prompt) for p in members for prompt in p.request.prompts])
+        context, guidance = cond, None
+        if cfg:
+            uncond = np.concatenate([np.repeat(self.encode_prompt(p.request.negative), n, axis=0)
+                                     for p, n in zip(members, counts)])
+            context = np.concatenate([uncond, cond])
+            guidance = np.repeat(np.array([p.request.guidance for p in members], np.float32), counts)[:, None, None, None]
 
-        ts = schedulers.timesteps(request.scheduler, self.scheduler_config, request.steps)
-        zeros = self._zero_residuals(latent_shape[2], latent_shape[3])
+        ts = schedulers.timesteps(first.scheduler, self.scheduler_config, first.steps)
+        zeros = self._zero_residuals(h, w)
         branch = self.engines["style_branch"]
-        residuals_at = make_residuals(branch, zeros, style_map, request.style.scale,
-                                      active_timesteps(ts, request.style.window),
-                                      branch_chunk(branch.spec, latent_shape[2], latent_shape[3]))
-        denoise = make_denoiser(self.engines["unet"], context, request.guidance, residuals_at)
+        chunk = branch_chunk(branch.spec, h, w)
+        sources: dict[tuple | None, Callable[[int], Residuals]] = {None: lambda t: zeros}
+        keys: list[tuple | None] = []
+        for p, n in zip(members, counts):
+            active = active_timesteps(ts, p.request.style.window) if p.style_map is not None else []
+            key = (p.style_key, tuple(active)) if active else None
+            if key not in sources:
+                sources[key] = make_residuals(branch, zeros, p.style_map, p.request.style.scale, active, chunk,
+                                              self.residual_cache, p.style_key)
+            keys += [key] * n
+        residuals_at = per_image_residuals([sources[k] for k in keys], keys, cfg)
+        denoise = make_denoiser(self.engines["unet"], context, guidance, residuals_at)
 
-        x = request.latents.astype(np.float32) if request.latents is not None else \
-            rng.standard_normal(latent_shape, dtype=np.float32)
+        x = np.concatenate([p.request.latents.astype(np.float32) if p.request.latents is not None else
+                            p.rng.standard_normal(p.latent_shape, dtype=np.float32) for p in members])
+        noise = members[0].rng if len(members) == 1 else StackedNoise([p.rng for p in members], counts)
         step_start = [time.perf_counter()]
 
         def callback(i: int, t: int, _x: np.ndarray) -> None:
@@ -285,15 +465,28 @@ class StylePipeline:
             if on_step:
                 on_step(i + 1, len(ts))
 
-        x0 = schedulers.sample(request.scheduler, denoise, x, self.scheduler_config, request.steps, rng, callback)
-        images = self.decode(x0)
-        return GenerationResult(images, seed, self.times)
+        x0 = schedulers.sample(first.scheduler, denoise, x, self.scheduler_config, first.steps, noise, callback)
+        return self.decode(x0)
 
     def _zero_residuals(self, latent_h: int, latent_w: int) -> dict[str, np.ndarray]:
         residual_names = set(self.bundle.graphs["style_branch"].output_names)
-        axes = {"latent_h": latent_h, "latent_w": latent_w}
+        axes = {"latent_h": latent_h, "latent_w": latent_w, "residual_batch": 1}
         return {t.name: np.zeros(resolve_shape(t.dims, axes), np.float32)
                 for t in self.bundle.graphs["unet"].inputs if t.name in residual_names}
+
+
+def _batches(members: list, limit: int) -> list[list]:
+    """Consecutive runs of ``(index, PreparedRequest)`` holding at most ``limit`` images each."""
+    batches: list[list] = []
+    count = limit
+    for item in members:
+        n = item[1].latent_shape[0]
+        if count + n > limit:
+            batches.append([])
+            count = 0
+        batches[-1].append(item)
+        count += n
+    return batches
 
 
 def resolve_size(request: GenerationRequest, manifest: dict) -> tuple[int, int]:

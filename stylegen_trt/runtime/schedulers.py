@@ -333,7 +333,7 @@ def sample_ddpm(
     exactly where diffusers' DDPMScheduler.step draws it.
     """
     config = _as_config(config)
-    if not isinstance(rng, np.random.Generator):
+    if not callable(getattr(rng, "standard_normal", None)):  # a Generator, or one per image (runtime.pipeline)
         raise ValueError(f"sample_ddpm needs an np.random.Generator, got {type(rng).__name__}")
     ts = _sampling_timesteps("ddpm", config, _check_steps(config, steps))
     ac = alphas_cumprod(config)
