@@ -31,11 +31,16 @@ def decode_toy_png(png: bytes) -> tuple[str, int]:
 
 class ToyHandler:
     def __init__(self, settings) -> None:
+        # as the real handler would: a missing bundle fails the model load (tests copy_bundle's path)
+        if settings.bundle is not None and not (settings.bundle / "manifest.json").is_file():
+            raise UserError(f"no bundle at {settings.bundle}")
         self.batch_log = settings.options().get("batch_log")
 
     def infer(self, requests: list[dict]) -> list:
         if self.batch_log:
-            record = {"size": len(requests), "inputs": [sorted(r) for r in requests]}
+            record = {"size": len(requests), "prompts": [r["prompt"][0].decode() for r in requests],
+                      "inputs": [sorted(r) for r in requests],
+                      "styles": [len(r.get("style_image", ())) for r in requests]}
             with open(self.batch_log, "a") as f:
                 f.write(json.dumps(record) + "\n")
         sleep_ms = max((int(r["steps"][0]) for r in requests if "steps" in r), default=0)

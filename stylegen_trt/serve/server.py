@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = 'install stylegen-trt[serve] (pip install "stylegen-trt[serve]")'
 DEFAULT_HOST = "127.0.0.1"
 PYTHONPATH_ENV = "STYLEGEN_TRT_PYTHONPATH"
+_ESCAPED_NEWLINE = "\\n"  # Triton's log lines carry a model's traceback with escaped newlines
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,8 @@ class TritonProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if self._pump is not None:
+                    self._pump.join(timeout=5)  # read the log to its end first
                 raise UserError(f"Triton server exited ({self.process.returncode}) before it was ready: {self.last_error()}")
             if self.is_ready():
                 return
@@ -218,11 +221,17 @@ class TritonProcess:
         raise UserError(f"Triton server not ready after {timeout_s:.0f} s: {self.last_error()}")
 
     def last_error(self) -> str:
+        """The most telling line of the log: a model's load failure, else Triton's last error line."""
         lines = list(self.tail)
-        for line in reversed(lines):  # Triton's error lines start with E<mmdd>; keep the model's message
-            if re.match(r"E\d{4} ", line) or "failed to load" in line:
-                return line.strip()[:400]
-        return (lines[-1].strip()[:400] if lines else "no output") + " (see the server log)"
+        for line in reversed(lines):
+            match = re.search(r"failed to load '([^']+)' version \d+: (.*)", line)
+            if match:  # the message ends where Triton's escaped traceback (\n\nAt:) starts
+                message = match.group(2).split(_ESCAPED_NEWLINE)[0].strip('"')
+                return f"model {match.group(1)!r} failed to load: {message[:300]}"
+        for line in reversed(lines):  # Triton's error lines start with E<mmdd>
+            if re.match(r"E\d{4} ", line) or line.startswith("error:"):
+                return line.strip()[:300]
+        return (lines[-1].strip()[:300] if lines else "no output") + " (see the server log)"
 
     def terminate(self) -> None:
         """SIGTERM: Triton stops taking requests, drains those in flight, then exits."""
