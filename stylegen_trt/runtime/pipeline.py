@@ -511,6 +511,8 @@ def check_request(request: GenerationRequest, manifest: dict) -> None:
     max_steps = manifest["scheduler"].get("num_train_timesteps", 1000)
     if not 1 <= request.steps <= max_steps:
         raise UserError(f"--steps must be between 1 and {max_steps}, got {request.steps}")
+    if request.seed is not None and request.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {request.seed}")
     if not np.isfinite(request.guidance) or request.guidance < 0:
         raise UserError(f"--guidance must be a finite number >= 0, got {request.guidance}")
     if not 1 <= request.n <= sizes["max_images"]:

@@ -13,6 +13,11 @@ from stylegen_trt.errors import UserError
 from stylegen_trt.runtime.pipeline import GenerationRequest, StyleImage, StyleRequest
 
 
+def demo_bundle_path() -> Path:
+    """The small demo bundle shipped inside the package: what runs when no --bundle is given."""
+    return Path(__file__).resolve().parent.parent / "demo" / "bundle"
+
+
 @dataclass(frozen=True)
 class BundleDefaults:
     """What a bundle's model was made for (its manifest's ``defaults``): used where a request is silent."""
