@@ -286,15 +286,16 @@ def build(
     graph: List[str] = typer.Option([], "--graph", help="Only these graphs (repeatable; default: all five)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
-    """Build (or check) the engines of a bundle ahead of time, into <bundle>/engines/<backend>/<key>/.
+    """Build (or check) the engines of a bundle ahead of time, into <bundle>/engines/<backend>/<key>/
+    (a read-only or the shipped demo bundle: under the user cache, $STYLEGEN_TRT_CACHE or ~/.cache/stylegen-trt).
 
     Safe to re-run: an entry whose key and file hashes match is reused, a stale one is rebuilt.
+    Prints one line per graph.
     """
     setup_logging(verbose)
     import time
 
-    from stylegen_trt.engines import cache
-    from stylegen_trt.engines.base import cache_fields
+    from stylegen_trt.engines import cache, cache_fields
     from stylegen_trt.runtime.bundle import GRAPH_NAMES, open_bundle
 
     options = engine_options(backend, precision, device)
@@ -302,18 +303,18 @@ def build(
     if unknown:
         fail(f"unknown --graph {', '.join(unknown)}: choose from {', '.join(GRAPH_NAMES)}")
     b = open_bundle(_bundle_or_demo(bundle))
-    root = b.path / "engines"
+    root = b.engine_cache_root()
     for name in graph or GRAPH_NAMES:
-        sha = b.manifest["files"][b.manifest["graphs"][name]["file"]]["sha256"]
-        fields = cache_fields(sha, b.graphs[name], options)
+        fields = cache_fields(b.graph_path(name), b.graphs[name], b.graph_files(name), options)
         entry = cache.entry_dir(root, options.backend, fields)
         reused = cache.is_valid(entry, fields)
         start = time.perf_counter()
         b.open_engine(name, options).close()
         if not cache.is_valid(entry, fields):
-            fail(f"could not write the engine cache under {root}: make the bundle directory writable")
+            fail(f"could not write the engine cache under {root}: set STYLEGEN_TRT_CACHE to a writable directory")
         action = "reused" if reused else f"built in {time.perf_counter() - start:.1f} s"
-        typer.echo(f"{name}: {action} -> {entry.relative_to(b.path)}")
+        shown = entry.relative_to(b.path) if entry.is_relative_to(b.path) else entry
+        typer.echo(f"{name}: {action} -> {shown}")
 
 
 @app.command()

@@ -19,6 +19,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def user_cache_root() -> Path:
+    """The user's cache directory for stylegen-trt: $STYLEGEN_TRT_CACHE, else $XDG_CACHE_HOME/stylegen-trt,
+    else ~/.cache/stylegen-trt (style maps under styles/, engines of read-only bundles under engines/)."""
+    env = os.environ.get("STYLEGEN_TRT_CACHE")
+    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stylegen-trt"
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either absent/old or complete, never half-written."""
     path = Path(path)

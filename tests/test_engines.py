@@ -62,7 +62,7 @@ def test_ort_cache_built_once_then_reused(bundle_copy):
     entries = list((bundle_copy.path / "engines" / "ort").iterdir())
     assert len(entries) == 1
     record = json.loads((entries[0] / "key.json").read_text())
-    assert record["fields"]["onnx_sha256"] == bundle_copy.manifest["files"]["style_branch.onnx"]["sha256"]
+    assert record["fields"]["graph_files"] == {"style_branch.onnx": bundle_copy.manifest["files"]["style_branch.onnx"]["sha256"]}
     assert "onnxruntime" in record["fields"] and "model.onnx" in record["files"]
     mtime = (entries[0] / "model.onnx").stat().st_mtime_ns
     expected = bundle_copy.open_engine("style_branch", EngineOptions(threads=1, cache=False)).run(_feeds())
@@ -88,8 +88,8 @@ def test_ort_cache_rebuilds_a_tampered_entry(bundle_copy):
 
 
 def test_cache_key_covers_its_fields():
-    base = {"onnx_sha256": "a" * 64, "onnxruntime": "1.0", "opt_level": "all"}
-    keys = {cache.cache_key(base), cache.cache_key({**base, "onnx_sha256": "b" * 64}),
+    base = {"graph_files": {"g.onnx": "a" * 64}, "onnxruntime": "1.0", "opt_level": "all"}
+    keys = {cache.cache_key(base), cache.cache_key({**base, "graph_files": {"g.onnx": "b" * 64}}),
             cache.cache_key({**base, "onnxruntime": "1.1"}), cache.cache_key({**base, "opt_level": "basic"})}
     assert len(keys) == 4
     assert cache.cache_key(dict(reversed(list(base.items())))) == cache.cache_key(base)
@@ -121,3 +121,86 @@ def test_spec_dims_and_profiles():
     with pytest.raises(ValueError):
         AxisRange(3, 2, 4)
     check_inputs(GraphSpec("g", (TensorSpec("t", "int64", (1,)),), ()), {"t": np.zeros(1, np.int64)})
+
+
+def test_engines_package_is_acyclic_and_the_registry_names_every_backend():
+    """base.py imports no backend; backends import base/cache, never the registry; the registry (engines/__init__)
+    maps every Backend to a class that says its own cache fields."""
+    import ast
+    from pathlib import Path
+    from typing import get_args
+
+    import stylegen_trt.engines as engines
+    from stylegen_trt.engines.base import Backend, EngineBase
+
+    folder = Path(engines.__file__).parent
+    imports = {}
+    for path in folder.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "stylegen_trt.engines":
+                names |= {f"stylegen_trt.engines.{a.name}" for a in node.names}  # a submodule, or the registry's own
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stylegen_trt.engines."):
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names if a.name.startswith("stylegen_trt.engines")}
+        imports[path.stem] = names
+    assert imports["base"] == set()
+    for module in ("ort", "trt", "cache"):  # below the registry: they import base/cache only, never each other
+        assert imports[module] <= {"stylegen_trt.engines.base", "stylegen_trt.engines.cache"}, (module, imports[module])
+    assert set(engines.REGISTRY) == set(get_args(Backend))
+    for name in engines.REGISTRY:
+        cls = engines.backend_class(name)
+        assert issubclass(cls, EngineBase) and cls.name == name and "cache_fields" in vars(cls)
+    with pytest.raises(ValueError, match="unknown backend"):
+        engines.backend_class("onnx")
+
+
+def test_ort_opens_a_cached_model_without_rehashing_it(bundle_copy, monkeypatch):
+    options = EngineOptions(threads=1)
+    bundle_copy.open_engine("style_branch", options).close()
+    hashed = []
+    original = cache.sha256_file
+    monkeypatch.setattr(cache, "sha256_file", lambda path, *a: hashed.append(path) or original(path, *a))
+    bundle_copy.open_engine("style_branch", options).close()
+    assert hashed == []  # the (size, mtime, ctime, inode) stamp matched
+    entry = next((bundle_copy.path / "engines" / "ort").iterdir())
+    with open(entry / "model.onnx", "ab") as f:
+        f.write(b"\0")  # changed: hashed, found different, rebuilt
+    bundle_copy.open_engine("style_branch", options).close()
+    assert entry / "model.onnx" in hashed
+
+
+def test_read_only_bundle_on_ort_caches_under_the_user_cache(bundle_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv("STYLEGEN_TRT_CACHE", str(tmp_path / "user-cache"))
+    bundle_copy.path.chmod(0o555)
+    try:
+        if cache.writable(bundle_copy.path / "engines"):  # root: the kernel ignores the mode bits
+            monkeypatch.setattr(cache, "writable", lambda path: False)
+        root = bundle_copy.engine_cache_root()
+        assert root.parent == tmp_path / "user-cache" / "engines"
+        with bundle_copy.open_engine("style_branch", EngineOptions(threads=1)) as engine:
+            engine.run(_feeds())
+        assert not (bundle_copy.path / "engines").exists()
+        entries = list((root / "ort").iterdir())
+        assert len(entries) == 1 and (entries[0] / "model.onnx").is_file()
+    finally:
+        bundle_copy.path.chmod(0o755)
+
+
+def test_build_of_the_embedded_demo_writes_nothing_into_the_package(tmp_path):
+    """The shipped demo bundle lives in site-packages: its ORT graphs go under $STYLEGEN_TRT_CACHE."""
+    import os
+    import subprocess
+    import sys
+
+    from stylegen_trt.cli import _demo_bundle_path
+
+    package_engines = _demo_bundle_path() / "engines"
+    before = package_engines.exists()
+    env = {**os.environ, "STYLEGEN_TRT_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "stylegen_trt", "build", "--graph", "style_branch"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("style_branch: built in ") and str(tmp_path / "cache" / "engines") in result.stdout
+    assert package_engines.exists() == before and len(result.stdout.splitlines()) == 1

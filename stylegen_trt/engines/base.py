@@ -1,15 +1,19 @@
-"""The one engine protocol every backend honours, and the options that choose a backend.
+"""The one engine protocol every backend honours, the options that choose a backend, and the small
+base class backends share.
 
 An engine runs one graph: named NumPy inputs -> named NumPy outputs (fresh arrays the
-caller owns). It is opened by ``open_engine`` and closed explicitly (or as a context
-manager). Call sites never branch on the backend.
+caller owns). It is opened by ``stylegen_trt.engines.open_engine`` (the registry of backends) and
+closed explicitly (or as a context manager). Call sites never branch on the backend.
+
+This module imports no backend: ``ort.py`` and ``trt.py`` import it, the registry in
+``engines/__init__.py`` imports them lazily, so engines/ has no import cycle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -72,25 +76,45 @@ def check_inputs(spec: GraphSpec, inputs: Mapping[str, np.ndarray]) -> None:
             raise ValueError(f"{spec.name}: axis {name}={value} is outside [{r.min}, {r.max}]")
 
 
-def open_engine(onnx_path: Path, spec: GraphSpec, onnx_sha256: str, cache_root: Path | None,
-                options: EngineOptions) -> Engine:
-    """Open ``onnx_path`` on the backend ``options`` names; ``cache_root`` is <bundle>/engines or None."""
-    cache_root = cache_root if options.cache else None
-    if options.backend == "ort":
-        from stylegen_trt.engines.ort import OrtEngine
+def graph_files(onnx_path: Path, files: str | Mapping[str, str]) -> dict[str, str]:
+    """File name -> SHA-256 of every file of a graph (``<graph>.onnx`` first, then its external data).
 
-        return OrtEngine.open(onnx_path, spec, onnx_sha256, cache_root, options)
-    if options.backend == "trt":
-        from stylegen_trt.engines.trt import TrtEngine
-
-        return TrtEngine.open(onnx_path, spec, onnx_sha256, cache_root, options)
-    raise ValueError(f"unknown backend {options.backend!r}: choose one of {', '.join(BACKENDS)}")
+    ``files`` is the bundle's record of them; a bare hash means a graph in one file."""
+    if isinstance(files, str):
+        return {onnx_path.name: files}
+    if onnx_path.name not in files:
+        raise ValueError(f"the files of {onnx_path.name} must include it: got {sorted(files)}")
+    return {onnx_path.name: files[onnx_path.name], **{k: v for k, v in sorted(files.items()) if k != onnx_path.name}}
 
 
-def cache_fields(onnx_sha256: str, spec: GraphSpec, options: EngineOptions) -> dict:
-    """The fields whose hash keys this backend's cache entry for a graph (see engines/cache.py)."""
-    if options.backend == "trt":
-        from stylegen_trt.engines import trt as backend
-    else:
-        from stylegen_trt.engines import ort as backend
-    return backend.cache_fields(onnx_sha256, spec, options)
+class EngineBase:
+    """What every backend shares: a name, its cache fields, and closing as a context manager.
+
+    A backend subclasses it, sets ``name`` and implements ``cache_fields``, ``open``, ``run`` and
+    ``close``; the registry in ``engines/__init__.py`` maps ``EngineOptions.backend`` to it."""
+
+    name: ClassVar[str]
+    spec: GraphSpec
+    device: str
+
+    @classmethod
+    def cache_fields(cls, files: Mapping[str, str], spec: GraphSpec, options: EngineOptions) -> dict:
+        """Everything a cached artefact of this backend depends on: its cache key is a hash of this."""
+        raise NotImplementedError
+
+    @classmethod
+    def open(cls, onnx_path: Path, spec: GraphSpec, files: Mapping[str, str], cache_root: Path | None,
+             options: EngineOptions) -> "EngineBase":
+        raise NotImplementedError
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,9 +1,10 @@
 """ONNX Runtime backend: CPU execution provider by default, CUDA when present.
 
-The graph optimised by ORT is cached under <bundle>/engines/ort/<key>/ so later opens
-skip the optimisation passes; the key covers the ONNX hash, the onnxruntime version,
-the execution provider, the optimisation level and the machine (ORT's fully optimised
-CPU graphs may use layouts specific to the processor).
+The graph optimised by ORT is cached under <cache root>/ort/<key>/ (the cache root is <bundle>/engines,
+or a directory under the user cache root for a read-only or embedded bundle: see engines/cache.py) so
+later opens skip the optimisation passes; the key covers the hash of every file of the graph, the
+onnxruntime version, the execution provider, the optimisation level and the machine (ORT's fully
+optimised CPU graphs may use layouts specific to the processor).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from stylegen_trt.engines import cache
-from stylegen_trt.engines.base import EngineOptions, check_inputs
+from stylegen_trt.engines.base import EngineBase, EngineOptions, check_inputs
 from stylegen_trt.errors import UserError
 from stylegen_trt.spec import GraphSpec
 
@@ -55,19 +56,21 @@ def _session_options(options: EngineOptions, level: str) -> ort.SessionOptions:
     return so
 
 
-def cache_fields(onnx_sha256: str, spec: GraphSpec, options: EngineOptions) -> dict:
-    """What an optimised model depends on: its cache key is a hash of this."""
-    return {
-        "onnx_sha256": onnx_sha256,
-        "onnxruntime": ort.__version__,
-        "providers": choose_providers(options.device),
-        "opt_level": options.opt_level,
-        "machine": platform.machine(),
-        "processor": _processor_name(),
-    }
+class OrtEngine(EngineBase):
+    name = "ort"
 
+    @classmethod
+    def cache_fields(cls, files: Mapping[str, str], spec: GraphSpec, options: EngineOptions) -> dict:
+        """What an optimised model depends on: its cache key is a hash of this."""
+        return {
+            "graph_files": dict(files),
+            "onnxruntime": ort.__version__,
+            "providers": choose_providers(options.device),
+            "opt_level": options.opt_level,
+            "machine": platform.machine(),
+            "processor": _processor_name(),
+        }
 
-class OrtEngine:
     def __init__(self, session: ort.InferenceSession, spec: GraphSpec):
         self.session = session
         self.spec = spec
@@ -75,12 +78,12 @@ class OrtEngine:
         self._outputs = spec.output_names
 
     @classmethod
-    def open(cls, onnx_path: Path, spec: GraphSpec, onnx_sha256: str, cache_root: Path | None,
+    def open(cls, onnx_path: Path, spec: GraphSpec, files: Mapping[str, str], cache_root: Path | None,
              options: EngineOptions) -> "OrtEngine":
         if options.precision == "fp16":
             raise UserError("--precision fp16 needs --backend trt: ONNX Runtime runs the bundle's fp32 graphs")
         providers = choose_providers(options.device)
-        fields = cache_fields(onnx_sha256, spec, options)
+        fields = cls.cache_fields(files, spec, options)
         if cache_root is None or options.opt_level == "disable":
             return cls(ort.InferenceSession(str(onnx_path), _session_options(options, options.opt_level),
                                             providers=providers), spec)
@@ -88,7 +91,7 @@ class OrtEngine:
         try:
             with cache.build_lock(entry):
                 if not cache.is_valid(entry, fields):
-                    cls._build(onnx_path, entry, fields, options, providers)
+                    cls._build(onnx_path, entry, fields, options, providers, external=len(files) > 1)
         except OSError as exc:  # e.g. a read-only bundle: run uncached rather than fail
             log.warning("ORT cache at %s unusable (%s); optimising in memory", entry, exc)
             return cls(ort.InferenceSession(str(onnx_path), _session_options(options, options.opt_level),
@@ -99,14 +102,14 @@ class OrtEngine:
         return cls(session, spec)
 
     @staticmethod
-    def _build(onnx_path: Path, entry: Path, fields: dict, options: EngineOptions, providers: list[str]) -> None:
+    def _build(onnx_path: Path, entry: Path, fields: dict, options: EngineOptions, providers: list[str],
+               external: bool) -> None:
         log.info("optimising %s with onnxruntime into %s", onnx_path.name, entry)
         for name in (cache.RECORD, CACHED_MODEL, CACHED_DATA):
             (entry / name).unlink(missing_ok=True)
         so = _session_options(options, options.opt_level)
         tmp_model = entry / f".{CACHED_MODEL}.{os.getpid()}.tmp"
         so.optimized_model_filepath = str(tmp_model)
-        external = any(onnx_path.parent.glob(onnx_path.name + ".data"))
         if external:  # protobuf's 2 GB limit applies to the optimised copy too
             so.add_session_config_entry("session.optimized_model_external_initializers_file_name", CACHED_DATA)
             so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
@@ -121,12 +124,6 @@ class OrtEngine:
 
     def close(self) -> None:
         self.session = None
-
-    def __enter__(self) -> "OrtEngine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _processor_name() -> str:

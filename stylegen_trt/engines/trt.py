@@ -1,52 +1,154 @@
 """TensorRT backend: an engine per graph, built from the bundle's ONNX with polygraphy, run on a
-CUDA stream with the TensorRT 10 tensor API (set_input_shape / set_tensor_address / execute_async_v3).
+CUDA stream with the I/O tensor API (set_input_shape / set_tensor_address / execute_async_v3).
+
+TensorRT 10.x and 11.x are supported (``SUPPORTED_TENSORRT``), told apart at run time by the
+module's major version:
+
+- 10.x: a weakly typed network from the fp32 ONNX; fp16 is the builder's FP16 flag.
+- 11.x: weak typing is gone (no ``BuilderFlag.FP16``; every network is strongly typed), so fp16
+  means an fp16 ONNX: the graph is converted first (``onnxruntime.transformers.float16``, graph
+  inputs/outputs kept fp32, fp32 kept where fp16 overflows or loses accuracy: ``FP16_KEEP_FP32_OPS``
+  and everything that feeds the time embedding's Sin/Cos), cached as an intermediate stage, and
+  built with the STRONGLY_TYPED network flag.
+
+Sources for the TensorRT API used here (never run on this project's machines - no GPU): NVIDIA's
+"Migrating from TensorRT 10.x to 11.x" pages (BuilderFlag.FP16 removed; strongly typed networks
+required; NetworkDefinitionCreationFlag.STRONGLY_TYPED kept in 11.0 as a deprecated, ignored flag)
+and the 10.x Python API reference (ICudaEngine.num_io_tensors / get_tensor_name / get_tensor_mode /
+get_tensor_dtype, TensorIOMode, IExecutionContext.set_input_shape / get_tensor_shape /
+set_tensor_address / execute_async_v3). polygraphy's side was read from its 0.53.6 source.
 
 The optimisation profile is the graph contract's own min/opt/max shapes (``GraphSpec.shapes``),
-so an engine accepts exactly what the manifest promises and nothing the runtime's input checks
-would refuse. Engines are cached under <bundle>/engines/trt/<key>/; the key covers the ONNX hash,
-the TensorRT version, the GPU (name, compute capability), the precision and the profile - an
-engine built elsewhere is rebuilt, never loaded (TensorRT plans are specific to all of these).
+so an engine accepts exactly what the manifest promises. Engines are cached under
+<cache root>/trt/<key>/; the key covers the hash of every file of the graph, the build recipe
+(precision, strong typing, fp16 conversion, TF32, workspace, builder optimisation level, parser
+flags), the TensorRT and polygraphy versions, the GPU (name, compute capability) and the profile.
 
-Verified on this project's CI only as far as it can go without a GPU: profiles, keys and the
-missing-TensorRT path are unit-tested; building and running need TensorRT and CUDA.
+polygraphy logs through Python logging (logger ``stylegen_trt.polygraphy``: INFO and below, so quiet
+unless -v) instead of printing to stdout, and its failures (``PolygraphyException``), a missing
+polygraphy and a missing CUDA runtime are one-line ``UserError``s.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
+import functools
 import logging
 import re
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from stylegen_trt.engines import cache
-from stylegen_trt.engines.base import NUMPY_DTYPES, EngineOptions, Precision, check_inputs
+from stylegen_trt.engines.base import NUMPY_DTYPES, EngineBase, EngineOptions, Precision, check_inputs
 from stylegen_trt.errors import UserError
-from stylegen_trt.spec import GraphSpec
+from stylegen_trt.files import atomic_write_bytes
+from stylegen_trt.spec import GraphSpec, bind_axes, resolve_shape
 
 log = logging.getLogger(__name__)
+polygraphy_log = logging.getLogger("stylegen_trt.polygraphy")
 
 ENGINE_FILE = "model.plan"
+SUPPORTED_TENSORRT = (10, 11)  # major versions; pyproject's [trt] extra pins tensorrt>=10,<12
 WORKSPACE_BYTES = 4 << 30  # TensorRT's scratch memory while choosing tactics (SD 1.5's UNet needs ~2-3 GB)
+TF32 = False  # polygraphy's default (it clears TensorRT's on-by-default TF32): fp32 engines stay fp32
+BUILDER_OPTIMIZATION_LEVEL = 3  # TensorRT's default, set explicitly so that the cache key records it
+PARSER_FLAGS = ("NATIVE_INSTANCENORM",)  # GroupNorm exported as InstanceNorm runs natively, not as a plugin
+# Graphs built fp32 when the precision is "auto": the style encoder's Gram matrices sum products over
+# every pixel (overflow in fp16), and it runs once per style image (its output is cached).
+AUTO_FP32_GRAPHS = frozenset({"style_encoder"})
+# TensorRT 11's fp16: ops kept fp32 in the converted graph - normalisation statistics, reductions, powers
+# and roots, softmax, exp/log, the time embedding's sin/cos (plus, by node, all that feeds sin/cos: the
+# timestep times its frequencies loses ~0.5 rad in fp16 at t ~ 1000).
+FP16_KEEP_FP32_OPS = (
+    "BatchNormalization", "CumSum", "Cos", "Exp", "GroupNormalization", "InstanceNormalization",
+    "LayerNormalization", "Log", "LogSoftmax", "Pow", "Range", "Reciprocal", "ReduceL2", "ReduceLogSumExp",
+    "ReduceMean", "ReduceSum", "ReduceSumSquare", "Sin", "Softmax", "Sqrt",
+)
+FP16_KEEP_FP32_ANCESTORS_OF = ("Sin", "Cos")
+FP16_CONVERTER_VERSION = 1  # bump when the conversion below changes: it is part of every key that uses it
+EXTERNAL_DATA_BYTES = 1 << 30  # converted graphs with more weights than this keep them in <file>.data
 # cudaDeviceGetAttribute attributes (CUDA runtime API, cudaDeviceAttr)
 _COMPUTE_MAJOR, _COMPUTE_MINOR = 75, 76
 
 Shapes = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def require_tensorrt():
-    """The ``tensorrt`` module, or a UserError that says how to get it."""
+    """The ``tensorrt`` module of a supported major version, or a UserError that says how to get one."""
     try:
         import tensorrt
     except (ImportError, OSError) as exc:  # OSError: the bindings are there but libnvinfer is not
-        raise UserError(f"--backend trt needs TensorRT ({exc}): install stylegen-trt[trt] with NVIDIA's "
+        raise UserError(f"--backend trt needs TensorRT ({_one_line(exc)}): install stylegen-trt[trt] with NVIDIA's "
                         "libraries on a CUDA machine (pip install --extra-index-url https://pypi.nvidia.com "
-                        "tensorrt), or use --backend ort") from exc
+                        "'tensorrt>=10,<12'), or use --backend ort") from exc
+    if tensorrt_major(tensorrt.__version__) not in SUPPORTED_TENSORRT:
+        raise UserError(f"TensorRT {tensorrt.__version__} is not supported (this stylegen-trt supports "
+                        f"{', '.join(f'{m}.x' for m in SUPPORTED_TENSORRT)}): pip install 'tensorrt>=10,<12'")
     return tensorrt
+
+
+def tensorrt_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return -1
+
+
+class _PolygraphyLog:
+    """What polygraphy's G_LOGGER writes to once ``use_python_logging_system`` is on (it calls
+    ``.log(level=, msg=)``): everything goes to ``stylegen_trt.polygraphy`` at INFO (DEBUG for its verbose
+    levels), and error messages are kept, so that a failure can say what the parser or builder said."""
+
+    def __init__(self):
+        self.errors: collections.deque[str] = collections.deque(maxlen=8)
+
+    def log(self, level: int, msg: str) -> None:
+        if level >= 40:  # polygraphy's ERROR and CRITICAL, without its "[E] " / "[!] " prefix
+            self.errors.append(re.sub(r"^\[[A-Z!]\]\s*", "", _one_line(msg)))
+        polygraphy_log.log(logging.DEBUG if level <= 10 else logging.INFO, "%s", msg)
+
+
+_POLYGRAPHY_LOG = _PolygraphyLog()
+
+
+def require_polygraphy():
+    """Import polygraphy with its logging routed through Python logging (never stdout)."""
+    try:
+        import polygraphy
+        from polygraphy.logger import G_LOGGER
+    except ImportError as exc:
+        raise UserError(f"--backend trt needs polygraphy ({_one_line(exc)}): pip install 'stylegen-trt[trt]', "
+                        "or use --backend ort") from exc
+    G_LOGGER.colors = False  # else its first message may print a hint about the 'colored' module
+    G_LOGGER.use_python_logging_system = True
+    G_LOGGER.python_logger = _POLYGRAPHY_LOG
+    G_LOGGER.module_severity = G_LOGGER.VERBOSE if polygraphy_log.isEnabledFor(logging.DEBUG) else G_LOGGER.INFO
+    return polygraphy
+
+
+@contextmanager
+def polygraphy_errors(what: str) -> Iterator[None]:
+    """Turn a PolygraphyException raised inside into one UserError line that names ``what`` failed."""
+    from polygraphy.exception import PolygraphyException
+
+    _POLYGRAPHY_LOG.errors.clear()
+    try:
+        yield
+    except PolygraphyException as exc:
+        said = [e for e in _POLYGRAPHY_LOG.errors if e and e not in _one_line(exc)]
+        detail = _one_line(exc) + (f" ({'; '.join(said[-3:])})" if said else "")
+        raise UserError(f"{what}: {detail}; run with -v for TensorRT's log") from exc
 
 
 @dataclass(frozen=True)
@@ -56,11 +158,20 @@ class CudaDevice:
     compute_capability: str  # "8.6"
 
 
+@functools.lru_cache(maxsize=None)
 def cuda_device(index: int = 0) -> CudaDevice:
-    """Name and compute capability of a GPU, through the CUDA runtime that polygraphy loads."""
+    """Name and compute capability of a GPU, through the CUDA runtime that polygraphy loads (asked once
+    per process)."""
+    require_polygraphy()
     from polygraphy import cuda
+    from polygraphy.exception import PolygraphyException
 
-    lib = cuda.wrapper().handle
+    try:
+        lib = cuda.wrapper().handle
+    except (OSError, PolygraphyException) as exc:  # ctypes.CDLL("libcudart.so") failed
+        raise UserError(f"--backend trt needs the CUDA runtime library libcudart.so ({_one_line(exc)}): install "
+                        "the NVIDIA driver and CUDA runtime (e.g. pip install nvidia-cuda-runtime-cu12) or put it "
+                        "on LD_LIBRARY_PATH, or use --backend ort") from exc
     major, minor = ctypes.c_int(), ctypes.c_int()
     for attr, out in ((_COMPUTE_MAJOR, major), (_COMPUTE_MINOR, minor)):
         status = lib.cudaDeviceGetAttribute(ctypes.byref(out), attr, index)
@@ -72,18 +183,6 @@ def cuda_device(index: int = 0) -> CudaDevice:
     getter = getattr(lib, "cudaGetDeviceProperties_v2", None) or lib.cudaGetDeviceProperties  # CUDA 12 renamed it
     name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace") if getter(props, index) == 0 else "unknown"
     return CudaDevice(index, name, f"{major.value}.{minor.value}")
-
-
-_LOGGER = None
-
-
-def _trt_logger():
-    """One TensorRT logger for the process (it must outlive every builder and runtime using it)."""
-    global _LOGGER
-    if _LOGGER is None:
-        trt = require_tensorrt()
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
 
 
 def timing_cache_name(fields: dict) -> str:
@@ -99,89 +198,313 @@ def profile_shapes(spec: GraphSpec) -> dict[str, Shapes]:
     return {name: (points[0][name], points[1][name], points[2][name]) for name in spec.input_names}
 
 
-def engine_fields(onnx_sha256: str, spec: GraphSpec, precision: Precision, tensorrt_version: str,
-                  device: CudaDevice) -> dict:
+def graph_precision(spec: GraphSpec, precision: Precision) -> str:
+    """What "auto" means for one graph: fp16, except the graphs in AUTO_FP32_GRAPHS."""
+    if precision == "auto":
+        return "fp32" if spec.name in AUTO_FP32_GRAPHS else "fp16"
+    return precision
+
+
+def fp16_onnx_recipe() -> dict:
+    import onnxruntime
+
+    return {"converter": "onnxruntime.transformers.float16", "onnxruntime": onnxruntime.__version__,
+            "version": FP16_CONVERTER_VERSION, "keep_io_types": True, "keep_fp32_ops": list(FP16_KEEP_FP32_OPS),
+            "keep_fp32_ancestors_of": list(FP16_KEEP_FP32_ANCESTORS_OF)}
+
+
+def build_recipe(precision: str, tensorrt_version: str) -> dict:
+    """How an engine is built, by TensorRT major version: every field is part of the cache key."""
+    strongly_typed = tensorrt_major(tensorrt_version) >= 11
+    fp16 = precision == "fp16"
+    return {
+        "precision": precision,
+        "strongly_typed": strongly_typed,
+        "fp16_flag": fp16 and not strongly_typed,  # TensorRT 10: weakly typed, the builder picks fp16 kernels
+        "fp16_onnx": fp16_onnx_recipe() if fp16 and strongly_typed else None,  # TensorRT 11: fp16 in the graph
+        "tf32": TF32,
+        "workspace_bytes": WORKSPACE_BYTES,
+        "builder_optimization_level": BUILDER_OPTIMIZATION_LEVEL,
+        "parser_flags": list(PARSER_FLAGS),
+    }
+
+
+def engine_fields(files: Mapping[str, str], spec: GraphSpec, recipe: dict, tensorrt_version: str,
+                  device: CudaDevice, polygraphy_version: str) -> dict:
     """Everything a built engine depends on: the cache key is a hash of this."""
     return {
-        "onnx_sha256": onnx_sha256,
+        "graph_files": dict(files),
         "tensorrt": tensorrt_version,
+        "polygraphy": polygraphy_version,
         "device": device.name,
         "compute_capability": device.compute_capability,
-        "precision": precision,
+        "precision": recipe["precision"],
+        "recipe": recipe,
         "profile": {name: [list(s) for s in shapes] for name, shapes in profile_shapes(spec).items()},
     }
 
 
-def cache_fields(onnx_sha256: str, spec: GraphSpec, options: EngineOptions, device: CudaDevice | None = None) -> dict:
-    precision: Precision = "fp16" if options.precision == "auto" else options.precision
-    if options.device == "cpu":
-        raise UserError("--backend trt runs on a CUDA GPU: drop --device cpu, or use --backend ort")
-    return engine_fields(onnx_sha256, spec, precision, require_tensorrt().__version__, device or cuda_device(0))
+# ---------------------------------------------------------------------------------------------------
+# TensorRT 11's fp16: the ONNX graph converted to fp16 (an intermediate stage, cached with its own key)
 
 
-def build_engine_bytes(onnx_path: Path, spec: GraphSpec, precision: Precision, timing_cache: Path | None) -> bytes:
-    """Parse ``onnx_path`` and build a serialized engine for the contract's profile."""
+def fp16_keep_nodes(graph) -> list[str]:
+    """Names of the nodes that compute the inputs of Sin/Cos (the time embedding): kept fp32. Unnamed
+    nodes are named first (the converter blocks nodes by name)."""
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"stylegen_trt_node_{i}"
+    producers = {out: node for node in graph.node for out in node.output}
+    keep: set[str] = set()
+    stack = [node for node in graph.node if node.op_type in FP16_KEEP_FP32_ANCESTORS_OF]
+    while stack:
+        node = stack.pop()
+        for name in node.input:
+            producer = producers.get(name)
+            if producer is not None and producer.name not in keep:
+                keep.add(producer.name)
+                stack.append(producer)
+    return sorted(keep)
+
+
+def sort_topologically(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (the converter appends
+    its Casts at the end; ONNX requires topological order)."""
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    deps = [{producer[name] for name in node.input if name in producer} for node in nodes]
+    users: dict[int, list[int]] = collections.defaultdict(list)
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    waiting = [len(d) for d in deps]
+    ready = collections.deque(i for i, n in enumerate(waiting) if n == 0)
+    order = []
+    while ready:
+        i = ready.popleft()
+        order.append(i)
+        for j in users[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                ready.append(j)
+    if len(order) != len(nodes):
+        raise UserError(f"graph {graph.name!r} has a cycle after fp16 conversion: re-export the bundle")
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
+
+
+def convert_to_fp16(src: Path, dst: Path) -> list[Path]:
+    """Write the fp16 version of ``src`` to ``dst`` (and ``<dst>.data`` for large graphs); returns the files.
+
+    External data is handled: shape inference runs on the graph without its weights (external tensors
+    stay references, so a >2 GB graph never has to be serialised whole), then the weights are loaded
+    from beside ``src`` and the converted graph is written with external data again if it is large.
+    Nothing is written next to ``src`` (the bundle may be read-only)."""
+    try:
+        import onnx
+        from onnx.external_data_helper import load_external_data_for_model
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as exc:
+        raise UserError(f"fp16 engines on TensorRT 11 need the onnx package to convert the graphs ({exc}): "
+                        "pip install 'stylegen-trt[trt]'") from exc
+    model = onnx.load(str(src), load_external_data=False)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # the converter then has fewer types to go by; TensorRT still checks them
+        log.warning("shape inference on %s failed (%s): converting without it", src.name, _one_line(exc))
+    load_external_data_for_model(model, str(src.parent))
+    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                     op_block_list=list(FP16_KEEP_FP32_OPS), node_block_list=fp16_keep_nodes(model.graph))
+    sort_topologically(model.graph)
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    data = dst.with_name(dst.name + ".data")
+    data.unlink(missing_ok=True)
+    if weights > EXTERNAL_DATA_BYTES:
+        onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+        return [dst, data]
+    onnx.save_model(model, str(dst))
+    return [dst]
+
+
+def fp16_onnx(onnx_path: Path, files: Mapping[str, str], work_root: Path) -> Path:
+    """The fp16 ONNX of a graph under ``work_root``/fp16-onnx/<key>/, converted now unless a valid one is there
+    (safe to re-run: a partial conversion has no record and is redone)."""
+    fields = {"graph_files": dict(files), "fp16_onnx": fp16_onnx_recipe()}
+    entry = cache.entry_dir(work_root, "fp16-onnx", fields)
+    with cache.build_lock(entry):
+        if not cache.is_valid(entry, fields):
+            (entry / cache.RECORD).unlink(missing_ok=True)
+            start = time.perf_counter()
+            written = convert_to_fp16(onnx_path, entry / "model.onnx")
+            cache.commit(entry, fields, [p.name for p in written])
+            log.info("%s converted to fp16 in %.1f s (%s)", onnx_path.name, time.perf_counter() - start, entry)
+    return entry / "model.onnx"
+
+
+# ---------------------------------------------------------------------------------------------------
+# building
+
+
+def build_engine_bytes(onnx_path: Path, spec: GraphSpec, recipe: dict, timing_cache: Path | None,
+                       label: str | None = None) -> bytes:
+    """Parse ``onnx_path`` (already fp16 where the recipe says so) and build a serialized engine for the
+    contract's profile. Every failure is one UserError line."""
     trt = require_tensorrt()
+    require_polygraphy()
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
 
     profile = Profile()
     for name, (lo, opt, hi) in profile_shapes(spec).items():
         profile.add(name, min=lo, opt=opt, max=hi)
-    config = CreateConfig(
-        fp16=precision == "fp16",
-        profiles=[profile],
-        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: WORKSPACE_BYTES},
-        load_timing_cache=str(timing_cache) if timing_cache and timing_cache.is_file() else None,
-    )
-    # NATIVE_INSTANCENORM: GroupNorm exported as InstanceNorm runs natively instead of as a plugin
-    network = NetworkFromOnnxPath(str(onnx_path), flags=[trt.OnnxParserFlag.NATIVE_INSTANCENORM])
-    built = EngineBytesFromNetwork(network, config, save_timing_cache=str(timing_cache) if timing_cache else None)()
-    if built is None:
-        raise RuntimeError(f"TensorRT could not build {onnx_path.name}; run with -v for the builder's log")
+    parser_flags = [getattr(trt.OnnxParserFlag, f) for f in recipe["parser_flags"] if hasattr(trt.OnnxParserFlag, f)]
+    # TensorRT 11 networks are always strongly typed (the flag is kept there, deprecated and ignored): ask for it
+    # only where the bindings still have it, so a release that drops it still builds
+    strongly_typed = recipe["strongly_typed"] and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    with polygraphy_errors(f"TensorRT could not build the {spec.name} engine from {label or onnx_path.name}"):
+        config = CreateConfig(
+            fp16=recipe["fp16_flag"],
+            tf32=recipe["tf32"],
+            profiles=[profile],
+            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: recipe["workspace_bytes"]},
+            builder_optimization_level=recipe["builder_optimization_level"],
+            load_timing_cache=str(timing_cache) if timing_cache and timing_cache.is_file() else None,
+        )
+        network = NetworkFromOnnxPath(str(onnx_path), flags=parser_flags or None, strongly_typed=strongly_typed)
+        built = EngineBytesFromNetwork(network, config, save_timing_cache=str(timing_cache) if timing_cache else None)()
     return bytes(built)
 
 
-class TrtEngine:
+def build_plan(onnx_path: Path, files: Mapping[str, str], spec: GraphSpec, fields: dict, work_root: Path,
+               timing_cache: Path | None) -> bytes:
+    """Build an engine, converting the graph to fp16 first when the recipe says so (TensorRT 11)."""
+    recipe = fields["recipe"]
+    if recipe["fp16_onnx"]:
+        return build_engine_bytes(fp16_onnx(onnx_path, files, work_root), spec, recipe, timing_cache,
+                                  label=f"{onnx_path.name} (converted to fp16)")
+    return build_engine_bytes(onnx_path, spec, recipe, timing_cache)
+
+
+def build_into(entry: Path, onnx_path: Path, files: Mapping[str, str], spec: GraphSpec, fields: dict,
+               work_root: Path) -> None:
+    """Build one engine into a cache entry (caller holds the entry's lock); the record is written last."""
+    log.info("building the %s TensorRT engine of %s (%s) into %s", fields["precision"], spec.name, onnx_path.name, entry)
+    (entry / cache.RECORD).unlink(missing_ok=True)
+    start = time.perf_counter()
+    plan = build_plan(onnx_path, files, spec, fields, work_root, work_root / timing_cache_name(fields))
+    atomic_write_bytes(entry / ENGINE_FILE, plan)
+    cache.commit(entry, fields, [ENGINE_FILE])
+    log.info("%s: engine %.1f MiB built in %.0f s", spec.name, len(plan) / 2**20, time.perf_counter() - start)
+
+
+def describe_fields(fields: dict) -> str:
+    """One line for logs and `build`'s report."""
+    typing = "strongly typed" if fields["recipe"]["strongly_typed"] else "weakly typed"
+    return (f"TensorRT {fields['tensorrt']}, {fields['device']} (sm {fields['compute_capability']}), "
+            f"{fields['precision']}, {typing}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# running
+
+# TensorRT DataType member names -> NumPy dtypes (the ones a bundle's contracts use, and a few to report)
+_TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "BOOL": "bool",
+               "INT8": "int8", "UINT8": "uint8", "BF16": "bfloat16"}
+
+
+def tensor_table(engine, trt) -> dict[str, tuple[str, str]]:
+    """The engine's own I/O tensors: name -> ("input" | "output", dtype name)."""
+    table = {}
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        mode = engine.get_tensor_mode(name)
+        kind = "input" if mode == trt.TensorIOMode.INPUT else "output" if mode == trt.TensorIOMode.OUTPUT else str(mode)
+        dtype = engine.get_tensor_dtype(name)
+        dtype_name = getattr(dtype, "name", str(dtype))
+        table[name] = (kind, _TRT_DTYPES.get(dtype_name, dtype_name))
+    return table
+
+
+def check_tensor_table(table: Mapping[str, tuple[str, str]], spec: GraphSpec) -> None:
+    """The engine must have exactly the contract's inputs and outputs, with its dtypes: anything else
+    would be an input never set or an output never read - an error, not a silent wrong result."""
+    expected = {t.name: ("input", t.dtype) for t in spec.inputs} | {t.name: ("output", t.dtype) for t in spec.outputs}
+    problems = []
+    for name, (kind, dtype) in expected.items():
+        got = table.get(name)
+        if got is None:
+            problems.append(f"no {kind} {name}")
+        elif got != (kind, dtype):
+            problems.append(f"{name} is {got[0]} {got[1]}, the contract says {kind} {dtype}")
+    for name, (kind, dtype) in table.items():
+        if name not in expected:
+            problems.append(f"{'an input' if kind == 'input' else 'an output'} the contract lacks: {name} ({dtype})")
+    if problems:
+        raise UserError(f"the {spec.name} engine does not match the bundle's contract ({'; '.join(problems)}): "
+                        "delete its engine cache entry and rebuild, or re-export the bundle")
+
+
+class TrtEngine(EngineBase):
     """One TensorRT engine and its execution context; device buffers are kept and grown between runs,
     host outputs are fresh arrays every run (never views of buffers the next run overwrites)."""
 
-    def __init__(self, engine, spec: GraphSpec, device: CudaDevice, runtime=None, cuda=None):
+    name = "trt"
+
+    def __init__(self, engine, spec: GraphSpec, device: CudaDevice, runtime=None, cuda=None, trt=None):
         if cuda is None:  # polygraphy's CUDA runtime wrapper (ctypes; no torch, no cuda-python)
             from polygraphy import cuda
-
         self._cuda = cuda
         self.spec = spec
         self.device = f"cuda:{device.index}"
+        self._buffers: dict[str, object] = {}
+        self._stream = None
+        self._context = None
+        check_tensor_table(tensor_table(engine, trt or require_tensorrt()), spec)
         self._runtime = runtime  # TensorRT wants the runtime to outlive the engines it deserialised
         self._engine = engine
         self._context = engine.create_execution_context()
         if self._context is None:
             raise RuntimeError(f"{spec.name}: TensorRT could not create an execution context (out of GPU memory?)")
         self._stream = cuda.Stream()
-        self._buffers: dict[str, object] = {}
         self._dtypes = {t.name: np.dtype(NUMPY_DTYPES[t.dtype]) for t in (*spec.inputs, *spec.outputs)}
 
     @classmethod
-    def open(cls, onnx_path: Path, spec: GraphSpec, onnx_sha256: str, cache_root: Path | None,
+    def cache_fields(cls, files: Mapping[str, str], spec: GraphSpec, options: EngineOptions) -> dict:
+        if options.device == "cpu":
+            raise UserError("--backend trt runs on a CUDA GPU: drop --device cpu, or use --backend ort")
+        trt = require_tensorrt()
+        polygraphy = require_polygraphy()
+        recipe = build_recipe(graph_precision(spec, options.precision), trt.__version__)
+        return engine_fields(files, spec, recipe, trt.__version__, cuda_device(0), polygraphy.__version__)
+
+    @classmethod
+    def open(cls, onnx_path: Path, spec: GraphSpec, files: Mapping[str, str], cache_root: Path | None,
              options: EngineOptions) -> "TrtEngine":
         trt = require_tensorrt()
-        device = cuda_device(0)
-        fields = cache_fields(onnx_sha256, spec, options, device)
-        precision = fields["precision"]
+        fields = cls.cache_fields(files, spec, options)
         if cache_root is None:
-            plan = build_engine_bytes(onnx_path, spec, precision, None)
+            with tempfile.TemporaryDirectory(prefix="stylegen-trt-") as work:
+                plan = build_plan(onnx_path, files, spec, fields, Path(work), None)
         else:
+            work_root = cache_root / "trt"
             entry = cache.entry_dir(cache_root, "trt", fields)
-            with cache.build_lock(entry):
-                if not cache.is_valid(entry, fields):
-                    build_into(entry, onnx_path, spec, precision, fields, cache_root / "trt" / timing_cache_name(fields))
-                plan = (entry / ENGINE_FILE).read_bytes()
-        runtime = trt.Runtime(_trt_logger())
-        engine = runtime.deserialize_cuda_engine(plan)
+            try:
+                with cache.build_lock(entry):
+                    if not cache.is_valid(entry, fields):
+                        build_into(entry, onnx_path, files, spec, fields, work_root)
+                    plan = (entry / ENGINE_FILE).read_bytes()
+            except OSError as exc:
+                raise UserError(f"cannot use the TensorRT engine cache {entry} ({exc.strerror or exc}): set "
+                                "STYLEGEN_TRT_CACHE to a writable directory") from exc
+        with polygraphy_errors(f"TensorRT could not load the {spec.name} engine"):
+            from polygraphy.backend.trt import get_trt_logger
+
+            runtime = trt.Runtime(get_trt_logger())
+            engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise RuntimeError(f"{spec.name}: TensorRT could not deserialize its engine; delete "
-                               f"{cache_root / 'trt' if cache_root else 'the engine cache'} and rebuild")
-        return cls(engine, spec, device, runtime)
+            raise UserError(f"TensorRT could not deserialize the {spec.name} engine: delete "
+                            f"{cache_root / 'trt' if cache_root else 'the engine cache'} and rebuild")
+        return cls(engine, spec, cuda_device(0), runtime, trt=trt)
 
     def _device_buffer(self, name: str, shape: tuple[int, ...]):
         from polygraphy.datatype import DataType
@@ -191,8 +514,15 @@ class TrtEngine:
             buffer = self._buffers[name] = self._cuda.DeviceArray(shape, DataType.from_dtype(self._dtypes[name]))
         return buffer.resize(tuple(shape))
 
+    def _bind(self, name: str, ptr: int) -> None:
+        if not self._context.set_tensor_address(name, ptr):
+            raise RuntimeError(f"{self.spec.name}: TensorRT refused the address of {name}")
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(self.spec, inputs)
+        axes: dict[str, int] = {}
+        for t in self.spec.inputs:
+            bind_axes(t, inputs[t.name].shape, axes)
         staged = []  # host inputs must outlive their asynchronous copies
         for name in self.spec.input_names:
             host = np.ascontiguousarray(inputs[name])
@@ -201,15 +531,25 @@ class TrtEngine:
                 raise ValueError(f"{self.spec.name}: TensorRT refused shape {host.shape} for {name}")
             buffer = self._device_buffer(name, host.shape)
             buffer.copy_from(host, self._stream)
-            self._context.set_tensor_address(name, buffer.ptr)
+            self._bind(name, buffer.ptr)
         outputs = {}
-        for name in self.spec.output_names:
-            shape = tuple(self._context.get_tensor_shape(name))
-            buffer = self._device_buffer(name, shape)
-            self._context.set_tensor_address(name, buffer.ptr)
-            outputs[name] = (np.empty(shape, self._dtypes[name]), buffer)
+        for t in self.spec.outputs:
+            shape = tuple(self._context.get_tensor_shape(t.name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"{self.spec.name}: TensorRT left the shape of {t.name} unresolved {shape} after "
+                                   "every input shape was set")
+            try:
+                expected = resolve_shape(t.dims, axes)
+            except KeyError:  # an output axis no input names: nothing to compare with
+                expected = shape
+            if shape != expected:
+                raise RuntimeError(f"{self.spec.name}: TensorRT gives {t.name} the shape {shape}, the contract says "
+                                   f"{expected}")
+            buffer = self._device_buffer(t.name, shape)
+            self._bind(t.name, buffer.ptr)
+            outputs[t.name] = (np.empty(shape, self._dtypes[t.name]), buffer)
         if not self._context.execute_async_v3(self._stream.ptr):
-            raise RuntimeError(f"{self.spec.name}: TensorRT execution failed (see the log above)")
+            raise RuntimeError(f"{self.spec.name}: TensorRT execution failed (run with -v for TensorRT's log)")
         for host, buffer in outputs.values():
             buffer.copy_to(host, self._stream)
         self._stream.synchronize()
@@ -223,30 +563,4 @@ class TrtEngine:
             self._stream.free()
             self._stream = None
         self._context = self._engine = self._runtime = None
-
-    def __enter__(self) -> "TrtEngine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def build_into(entry: Path, onnx_path: Path, spec: GraphSpec, precision: Precision, fields: dict,
-               timing_cache: Path) -> None:
-    """Build one engine into a cache entry (caller holds the entry's lock); the record is written last."""
-    from stylegen_trt.files import atomic_write_bytes
-
-    log.info("building the %s TensorRT engine of %s (%s) into %s", precision, spec.name, onnx_path.name, entry)
-    (entry / cache.RECORD).unlink(missing_ok=True)
-    start = time.perf_counter()
-    plan = build_engine_bytes(onnx_path, spec, precision, timing_cache)
-    atomic_write_bytes(entry / ENGINE_FILE, plan)
-    cache.commit(entry, fields, [ENGINE_FILE])
-    log.info("%s: engine %.1f MiB built in %.0f s", spec.name, len(plan) / 2**20, time.perf_counter() - start)
-
-
-def describe_fields(fields: dict) -> str:
-    """One line for logs and `build`'s report."""
-    return (f"TensorRT {fields['tensorrt']}, {fields['device']} (sm {fields['compute_capability']}), "
-            f"{fields['precision']}")
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from stylegen_trt.engines.base import Engine, EngineOptions, open_engine
+from stylegen_trt.engines import cache as engine_cache
+from stylegen_trt.engines import open_engine
+from stylegen_trt.engines.base import Engine, EngineOptions
 from stylegen_trt.errors import UserError
 from stylegen_trt.files import MANIFEST_NAME, SCHEMA_VERSION, atomic_write_bytes, sha256_file
 from stylegen_trt.spec import GraphSpec
@@ -35,10 +38,31 @@ class Bundle:
     def graph_path(self, name: str) -> Path:
         return self.path / self.manifest["graphs"][name]["file"]
 
-    def open_engine(self, name: str, options: EngineOptions) -> Engine:
+    @property
+    def is_embedded(self) -> bool:
+        """The bundle shipped inside the installed package (its engines never go into site-packages)."""
+        package = Path(__file__).resolve().parent.parent
+        return self.path.resolve().is_relative_to(package)
+
+    @property
+    def identity(self) -> str:
+        """SHA-256 of the manifest (which holds every file's hash): names this bundle's engine cache
+        when it lives under the user cache root."""
+        return hashlib.sha256(json.dumps(self.manifest, sort_keys=True).encode()).hexdigest()
+
+    def graph_files(self, name: str) -> dict[str, str]:
+        """SHA-256 of every file of graph ``name``: ``<graph>.onnx`` first, then its external data."""
         entry = self.manifest["graphs"][name]
-        sha = self.manifest["files"][entry["file"]]["sha256"]
-        return open_engine(self.graph_path(name), self.graphs[name], sha, self.path / "engines", options)
+        names = [entry["file"], *entry.get("external_data", [])]
+        return {n: self.manifest["files"][n]["sha256"] for n in names}
+
+    def engine_cache_root(self) -> Path:
+        """<bundle>/engines, or a directory under the user cache root for a read-only or embedded bundle."""
+        return engine_cache.cache_root_for(self.path, self.identity, embedded=self.is_embedded)
+
+    def open_engine(self, name: str, options: EngineOptions) -> Engine:
+        root = self.engine_cache_root() if options.cache else None
+        return open_engine(self.graph_path(name), self.graphs[name], self.graph_files(name), root, options)
 
 
 def open_bundle(path: str | Path, verify: bool = True) -> Bundle:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from stylegen_trt.files import atomic_write_bytes
+from stylegen_trt.files import atomic_write_bytes, user_cache_root
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,7 @@ def blend(style_maps: list[np.ndarray], weights: list[float]) -> np.ndarray:
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("STYLEGEN_TRT_CACHE")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stylegen-trt"
-    return base / "styles"
+    return user_cache_root() / "styles"
 
 
 class StyleMapCache:
