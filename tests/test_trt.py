@@ -546,3 +546,30 @@ def test_engine_tensor_table_must_match_the_contract(stub10):
         with pytest.raises(UserError, match="does not match the bundle's contract") as excinfo:
             trt_backend.TrtEngine(_stub_engine(trt, io, SMALL_PROFILE), SMALL_SPEC, GPU_A, trt=trt)
         assert problem in _one_line_error(excinfo)
+
+
+def test_fp16_conversion_reads_and_writes_external_data_and_writes_nothing_beside_the_source(demo_copy, tmp_path, monkeypatch):
+    """A >2 GB graph keeps its weights in <graph>.onnx.data: the conversion loads them from beside the source
+    (which may be read-only: nothing is written there) and writes its own external data when large
+    (threshold lowered here so that the demo's UNet counts as large)."""
+    import onnx
+    import onnxruntime as ort
+
+    src_dir = tmp_path / "external"
+    src_dir.mkdir()
+    onnx.save_model(onnx.load(str(demo_copy / "unet.onnx")), str(src_dir / "unet.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="unet.onnx.data", size_threshold=1024)
+    before = sorted(p.name for p in src_dir.iterdir())
+    monkeypatch.setattr(trt_backend, "EXTERNAL_DATA_BYTES", 1024)
+    out = tmp_path / "out"
+    out.mkdir()
+    written = trt_backend.convert_to_fp16(src_dir / "unet.onnx", out / "model.onnx")
+    assert [p.name for p in written] == ["model.onnx", "model.onnx.data"] and sorted(p.name for p in src_dir.iterdir()) == before
+    assert (out / "model.onnx").stat().st_size < 1 << 20 < (out / "model.onnx.data").stat().st_size
+    onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    feeds = _opt_feeds(open_bundle(demo_copy).graphs["unet"], seed=2)
+    ref = ort.InferenceSession(str(src_dir / "unet.onnx"), so).run(None, feeds)[0]
+    got = ort.InferenceSession(str(out / "model.onnx"), so).run(None, feeds)[0]
+    assert np.abs(got - ref).max() / np.abs(ref).max() < TOLERANCE["fp16"]
