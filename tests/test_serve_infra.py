@@ -112,7 +112,7 @@ def infer(server, prompt: str, n_styles: int = 0, protocol: str = "http", **opti
         kw = {"timeout": CLIENT_TIMEOUT_S} if protocol == "http" else {"client_timeout": CLIENT_TIMEOUT_S}
         result = client.infer("stylegen", make_inputs(module, prompt, n_styles, **options), **kw)
     except Exception as e:  # tritonclient's InferenceServerException
-        return f"ERROR {e.message() if hasattr(e, 'message') else e}"
+        return f"ERROR {e.status()} {e.message()}" if hasattr(e, "status") else f"ERROR {e}"
     finally:
         client.close()
     png = result.as_numpy("image")
@@ -168,8 +168,10 @@ def test_bad_request_fails_alone(toy_server):
     results = burst(toy_server, requests)
     assert results[0] == ("ok0", 0) and results[1] == ("ok1", 1) and results[3] == ("ok3", 0)
     bad, crash = results[2], results[4]
-    assert isinstance(bad, str) and bad.endswith("bad prompt: say something else") and "\n" not in bad
-    assert isinstance(crash, str) and "internal error (ValueError: toy crash)" in crash and "\n" not in crash
+    assert isinstance(bad, str) and bad.startswith("ERROR 400 ") and "\n" not in bad
+    assert bad.endswith("bad prompt: say something else")  # Triton puts "in ensemble 'stylegen', " before it
+    assert isinstance(crash, str) and crash.startswith("ERROR StatusCode.INTERNAL ") and "\n" not in crash
+    assert crash.endswith("internal error (ValueError: toy crash)")
     batches = batches_since(toy_server, offset)
     assert any({"bad", "ok0"} <= set(b["prompts"]) for b in batches), batches  # failed beside batch-mates
     assert infer(toy_server, "still here") == ("still here", 0)

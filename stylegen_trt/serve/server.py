@@ -321,8 +321,11 @@ def serve_forever(repo: Path, *, http_port: int = 8000, grpc_port: int = 8001, m
     stopping = threading.Event()
 
     def forward(signum: int, _frame: object) -> None:
-        if not stopping.is_set():
-            log.info("%s: draining in-flight requests (up to %d s)", signal.Signals(signum).name, exit_timeout_s)
+        if stopping.is_set():  # a second Ctrl-C: stop waiting for the drain
+            log.warning("%s again: stopping the server now", signal.Signals(signum).name)
+            server.process.kill()
+            return
+        log.info("%s: draining in-flight requests (up to %d s)", signal.Signals(signum).name, exit_timeout_s)
         stopping.set()
         server.terminate()
 

@@ -50,7 +50,9 @@ class _TritonLogHandler(logging.Handler):
 def _route_logging() -> None:
     root = logging.getLogger("stylegen_trt")
     if pb_utils is not None and not any(isinstance(h, _TritonLogHandler) for h in root.handlers):
-        root.addHandler(_TritonLogHandler())
+        handler = _TritonLogHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        root.addHandler(handler)
         root.setLevel(logging.INFO)
         root.propagate = False
 
@@ -97,6 +99,15 @@ def request_inputs(request: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _triton_error(exc: BaseException) -> Any:
+    """A TritonError whose status says whose fault it is (HTTP 400 / INVALID_ARGUMENT for a UserError)."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG" if isinstance(exc, UserError) else "INTERNAL", None)
+    try:
+        return pb_utils.TritonError(one_line(exc), code) if code is not None else pb_utils.TritonError(one_line(exc))
+    except TypeError:  # an older Python backend: message only
+        return pb_utils.TritonError(one_line(exc))
+
+
 class TritonPythonModel:
     """The `stylegen_core` model: Triton batch -> handler.infer(list of dicts) -> one response each."""
 
@@ -138,7 +149,7 @@ class TritonPythonModel:
             result = RuntimeError(f"handler returned {type(result).__name__}, not PNG bytes")
         if not isinstance(result, UserError):
             log.error("request failed: %s", one_line(result))  # one line, no traceback
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(one_line(result)))
+        return pb_utils.InferenceResponse(error=_triton_error(result))
 
     def finalize(self) -> None:
         close = getattr(getattr(self, "handler", None), "close", None)
