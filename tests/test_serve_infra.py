@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from stylegen_trt.errors import UserError  # noqa: E402
 from stylegen_trt.serve import server as triton_server  # noqa: E402
 from stylegen_trt.serve.contract import INPUTS, ServeSettings  # noqa: E402
 from stylegen_trt.serve.repo import MARKER, write_model_repository  # noqa: E402
+from stylegen_trt.serve.triton_model import settings_from_args  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
@@ -285,8 +287,6 @@ def test_repository_contract_and_settings(tmp_path):
     core = (repo / "stylegen_core" / "config.pbtxt").read_text()
     assert "KIND_GPU" in core and "max_queue_delay_microseconds: 2500" in core
     assert f'string_value: "{bundle.resolve()}"' in core
-    from stylegen_trt.serve.triton_model import settings_from_args
-    import re
     params = {k: {"string_value": v} for k, v in re.findall(r'key: "([^"]+)" value: \{ string_value: "([^"]*)" \}', core)}
     args = {"model_config": json.dumps({"parameters": params}), "model_repository": str(repo / "stylegen_core")}
     assert settings_from_args(args) == ServeSettings(**{**settings.__dict__, "bundle": bundle.resolve()})
