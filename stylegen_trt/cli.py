@@ -1,4 +1,5 @@
-"""The `stylegen-trt` command line: export, build, generate, verify, info, train, eval, grid, bench.
+"""The `stylegen-trt` command line: export, build, generate, verify, info, train, eval, grid, bench, serve,
+triton-repo.
 
 Bad input is a one-line message on stderr and exit code 2 (never a traceback);
 outputs are written atomically, so a failed run leaves nothing half-written.
@@ -224,12 +225,12 @@ def generate(
 ):
     """Generate images from a prompt in the style of the given images."""
     setup_logging(verbose)
-    import numpy as np
     from rich.progress import Progress
 
     from stylegen_trt.runtime.bundle import open_bundle
-    from stylegen_trt.runtime.images import save_png
-    from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest, check_request
+    from stylegen_trt.runtime.images import read_image_file, save_png
+    from stylegen_trt.runtime.pipeline import StylePipeline, check_request
+    from stylegen_trt.runtime.requests import build_request, load_latents
 
     options = engine_options(backend, precision, device, threads, memory)
     if out.suffix.lower() != ".png":
@@ -237,27 +238,14 @@ def generate(
     if out.exists() and out.is_dir():
         fail(f"--out {out} is a directory: give a file path ending in .png")
     check_output_location(out)
-    x_t = None
-    if latents is not None:
-        try:
-            x_t = np.load(latents, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            fail(f"--latents {latents} is not a readable .npy file ({exc})")
-        if not isinstance(x_t, np.ndarray):  # an .npz archive
-            fail(f"--latents {latents} is an .npz archive: save the single array x_T with numpy.save (.npy)")
-        if x_t.ndim != 4:
-            fail(f"--latents has shape {x_t.shape}: x_T needs 4 dimensions (n, 4, H/8, W/8)")
     b = open_bundle(_bundle_or_demo(bundle))
-    scheduler, steps, guidance = _sampling_defaults(b.manifest, scheduler, steps, guidance)
-    request = GenerationRequest(
-        prompt=prompt, negative=negative,
-        style=StyleRequest(tuple(style), tuple(style_weight) if style_weight else None,
-                           b.manifest["defaults"]["style_scale"] if style_scale is None else style_scale, style_window),
-        scheduler=scheduler, steps=steps, guidance=guidance, seed=seed, n=n, height=height, width=width, latents=x_t,
-    )
+    request = build_request(
+        b.manifest, prompt, negative=negative, styles=tuple(style), style_weights=style_weight or None,
+        style_scale=style_scale, style_window=style_window, scheduler=scheduler, steps=steps, guidance=guidance,
+        seed=seed, n=n, height=height, width=width,
+        latents=load_latents(latents, b.manifest) if latents is not None else None)
     check_request(request, b.manifest)  # before opening engines: bad input fails fast
     for path in style:
-        from stylegen_trt.runtime.images import read_image_file
         read_image_file(path)
     with StylePipeline(b, options) as pipe:
         with Progress(transient=True) as progress:
@@ -342,7 +330,8 @@ def verify(
     from stylegen_trt.files import atomic_write_bytes
     from stylegen_trt.runtime.bundle import open_bundle
     from stylegen_trt.runtime.images import procedural_swatch, read_image_file, save_png
-    from stylegen_trt.runtime.pipeline import GenerationRequest, StyleRequest, check_request
+    from stylegen_trt.runtime.pipeline import check_request
+    from stylegen_trt.runtime.requests import build_request
     from stylegen_trt.runtime.verify import verify as run_verify
 
     options = engine_options(backend, precision, device)
@@ -354,9 +343,7 @@ def verify(
             style = Path(tmp) / "swatch.png"
             save_png(procedural_swatch(), style)
         read_image_file(style)
-        scheduler, _, guidance = _sampling_defaults(b.manifest, None, steps, None)
-        request = GenerationRequest(prompt, style=StyleRequest((style,)), scheduler=scheduler, steps=steps,
-                                    guidance=guidance, seed=seed)
+        request = build_request(b.manifest, prompt, styles=(style,), steps=steps, seed=seed)
         check_request(request, b.manifest)
         report = run_verify(b, options, request)
     for graph, check in report.worst().items():
@@ -477,14 +464,6 @@ def train(
     typer.echo(f"wrote {out} (loss log {out.with_suffix('.loss.jsonl')})")
 
 
-def _sampling_defaults(manifest: dict, scheduler: Optional[str], steps: Optional[int],
-                       guidance: Optional[float]) -> tuple[str, int, float]:
-    """The sampler settings asked for, else the bundle's defaults (what the model was made for)."""
-    d = manifest["defaults"]
-    return (d["scheduler"] if scheduler is None else scheduler, d["steps"] if steps is None else steps,
-            d["guidance"] if guidance is None else guidance)
-
-
 def _stysim_for(b, vgg: Optional[Path]):
     from stylegen_trt.metrics.stysim import StySim
 
@@ -531,6 +510,7 @@ def evaluate_command(
     from stylegen_trt.runtime.bundle import open_bundle
     from stylegen_trt.runtime.images import save_png
     from stylegen_trt.runtime.pipeline import StylePipeline
+    from stylegen_trt.runtime.requests import BundleDefaults
 
     if json_out is not None:
         check_output_location(json_out)
@@ -558,14 +538,16 @@ def evaluate_command(
         for label, option, path, _ in weights:
             if path is None:
                 typer.echo(f"{label}: skipped (needs local weights: pass {option} PATH; nothing is downloaded)", err=True)
-        scheduler, steps, guidance = _sampling_defaults(b.manifest, scheduler, steps, guidance)
+        defaults = BundleDefaults.of(b.manifest)
         for label, value in (("--seeds", seeds), ("--images-per-pair", images_per_pair)):
             if value < 1:
                 fail(f"{label} must be >= 1, got {value}")
         if prompts_per_call < 0:
             fail(f"--prompts-per-call must be >= 0 (0: as many as the bundle allows), got {prompts_per_call}")
-        settings = EvalSettings(scheduler=scheduler, steps=steps, guidance=guidance,
-                                style_scale=b.manifest["defaults"]["style_scale"] if style_scale is None else style_scale,
+        settings = EvalSettings(scheduler=defaults.scheduler if scheduler is None else scheduler,
+                                steps=defaults.steps if steps is None else steps,
+                                guidance=defaults.guidance if guidance is None else guidance,
+                                style_scale=defaults.style_scale if style_scale is None else style_scale,
                                 seed=seed, seeds=seeds, images_per_pair=images_per_pair,
                                 prompts_per_call=prompts_per_call)
         stysim = _stysim_for(b, vgg)
@@ -604,11 +586,11 @@ def grid(
 
     from stylegen_trt.runtime.bundle import open_bundle
     from stylegen_trt.runtime.images import read_image_file, save_png
-    from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest
+    from stylegen_trt.runtime.pipeline import StylePipeline
+    from stylegen_trt.runtime.requests import build_request
 
     check_output_location(out)
     b = open_bundle(_bundle_or_demo(bundle))
-    scheduler, steps, guidance = _sampling_defaults(b.manifest, scheduler, steps, guidance)
     prompts = list(prompt) or (["a large circle in the center", "a small square on the left",
                                 "a large triangle on the right", "a large cross in the center"] if b.is_demo else [])
     styles = list(style) or sorted((Path(__file__).parent.parent / "examples" / "styles").glob("*.png"))
@@ -623,13 +605,14 @@ def grid(
     with StylePipeline(b) as pipe:
         for style_path in [None, *styles]:
             head = blank if style_path is None else fit((read_image_file(style_path)[0] * 255).round().astype(np.uint8))
-            cells = [head]
-            for i, p in enumerate(prompts):
-                request = GenerationRequest(p, scheduler=scheduler, steps=steps, guidance=guidance, seed=seed + i,
-                                            style=StyleRequest((style_path,) if style_path else (),
-                                                               scale=b.manifest["defaults"]["style_scale"]))
-                cells.append(fit(pipe.generate(request).images[0]))
-            rows.append(np.concatenate(cells, axis=1))
+            # one row in one call: each prompt its own seed, batched as a server batches requests
+            requests = [build_request(b.manifest, p, styles=(style_path,) if style_path else (), scheduler=scheduler,
+                                      steps=steps, guidance=guidance, seed=seed + i) for i, p in enumerate(prompts)]
+            results = pipe.generate_many(requests)
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
+            rows.append(np.concatenate([head, *(fit(r.images[0]) for r in results)], axis=1))
     save_png(np.concatenate(rows, axis=0), out)
     typer.echo(f"wrote {out}: {len(rows)} rows (no style + {len(styles)} styles) x {len(prompts)} prompts")
 
@@ -731,6 +714,196 @@ def bench(
         atomic_write_bytes(markdown_out, report.markdown(results, name).encode())
     typer.echo(report.text_summary(results))
     if not results["end_to_end"]["agreement"]["agree"]:
+        raise typer.Exit(1)
+
+
+def _serve_settings(bundle: Optional[Path], backend: str, device: str, threads: Optional[int], precision: str,
+                    max_batch: int, max_queue_delay_ms: float, instances: int, residual_cache_mb: int):
+    """ServeSettings from command-line values; the bundle is checked now, so a bad one fails before Triton starts."""
+    from stylegen_trt.runtime.bundle import open_bundle
+    from stylegen_trt.serve.contract import ServeSettings
+
+    engine_options(backend, precision, device, threads)
+    for label, value, low in (("--max-batch", max_batch, 1), ("--instances", instances, 1),
+                              ("--residual-cache-mb", residual_cache_mb, 0)):
+        if value < low:
+            fail(f"{label} must be >= {low}, got {value}")
+    if not 0 <= max_queue_delay_ms <= 60_000:
+        fail(f"--max-queue-delay-ms must be between 0 and 60000, got {max_queue_delay_ms}")
+    b = open_bundle(_bundle_or_demo(bundle))
+    if max_batch > b.manifest["sizes"]["max_images"]:
+        fail(f"--max-batch {max_batch} is over this bundle's {b.manifest['sizes']['max_images']} images per batch")
+    return ServeSettings(bundle=None if bundle is None else bundle.resolve(), backend=backend, device=device,
+                         threads=threads, precision=precision, max_batch=max_batch,
+                         max_queue_delay_ms=max_queue_delay_ms, instances=instances,
+                         residual_cache_mb=residual_cache_mb)
+
+
+_SERVE_OPTIONS = dict(
+    backend=typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU)"),
+    device=typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    threads=typer.Option(None, "--threads", help="Intra-op threads per model instance [default: all cores]"),
+    precision=typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
+    max_batch=typer.Option(8, "--max-batch", help="Requests Triton hands one model call (they share UNet batches)."),
+    max_queue_delay_ms=typer.Option(5.0, "--max-queue-delay-ms", help="How long Triton may hold a request to "
+                                    "fill a batch."),
+    instances=typer.Option(1, "--instances", help="Model instances (each loads the engines; one per GPU or "
+                           "per few cores)."),
+    residual_cache_mb=typer.Option(256, "--residual-cache-mb", help="Style residuals kept across requests "
+                                   "per instance (LRU); 0 turns the cache off."),
+)
+
+
+@app.command()
+@user_errors
+def serve(
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
+    backend: str = _SERVE_OPTIONS["backend"],
+    device: str = _SERVE_OPTIONS["device"],
+    threads: Optional[int] = _SERVE_OPTIONS["threads"],
+    precision: str = _SERVE_OPTIONS["precision"],
+    max_batch: int = _SERVE_OPTIONS["max_batch"],
+    max_queue_delay_ms: float = _SERVE_OPTIONS["max_queue_delay_ms"],
+    instances: int = _SERVE_OPTIONS["instances"],
+    residual_cache_mb: int = _SERVE_OPTIONS["residual_cache_mb"],
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    http_port: int = typer.Option(8000, "--http-port"),
+    grpc_port: int = typer.Option(8001, "--grpc-port"),
+    metrics_port: int = typer.Option(8002, "--metrics-port"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Serve the `stylegen` model on Triton Inference Server (HTTP, gRPC, metrics) until SIGTERM or Ctrl-C.
+
+    Runs the tritonserver that nvidia-pytriton ships (install stylegen-trt[serve]) on a model repository
+    written for this run, the same one `stylegen-trt triton-repo` writes for NVIDIA's container.
+    SIGTERM drains in-flight requests, then exits 0.
+    """
+    import tempfile
+
+    setup_logging(verbose)
+    logging.getLogger("stylegen_trt.serve").setLevel(logging.INFO)  # "ready" and the addresses, on stderr
+    from stylegen_trt.serve.repo import write_model_repository
+    from stylegen_trt.serve.server import serve_forever
+
+    settings = _serve_settings(bundle, backend, device, threads, precision, max_batch, max_queue_delay_ms,
+                               instances, residual_cache_mb)
+    for label, port in (("--http-port", http_port), ("--grpc-port", grpc_port), ("--metrics-port", metrics_port)):
+        if not 1 <= port <= 65535:
+            fail(f"{label} must be between 1 and 65535, got {port}")
+    with tempfile.TemporaryDirectory(prefix="stylegen-trt-repo-") as tmp:
+        repo = write_model_repository(Path(tmp) / "repo", settings)
+        code = serve_forever(repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, host=host)
+    raise typer.Exit(code)
+
+
+@app.command(name="triton-repo")
+@user_errors
+def triton_repo(
+    out: Path = typer.Option(..., "--out", help="Model repository directory to write (for tritonserver "
+                             "--model-repository)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
+    copy_bundle: bool = typer.Option(False, "--copy-bundle", help="Copy the bundle into the repository (self-contained, "
+                                     "for images and volumes) instead of referencing its absolute path."),
+    backend: str = _SERVE_OPTIONS["backend"],
+    device: str = _SERVE_OPTIONS["device"],
+    threads: Optional[int] = _SERVE_OPTIONS["threads"],
+    precision: str = _SERVE_OPTIONS["precision"],
+    max_batch: int = _SERVE_OPTIONS["max_batch"],
+    max_queue_delay_ms: float = _SERVE_OPTIONS["max_queue_delay_ms"],
+    instances: int = _SERVE_OPTIONS["instances"],
+    residual_cache_mb: int = _SERVE_OPTIONS["residual_cache_mb"],
+):
+    """Write a Triton model repository for NVIDIA's tritonserver container (fleets: replicas, KServe)."""
+    from stylegen_trt.serve.repo import write_model_repository
+
+    settings = _serve_settings(bundle, backend, device, threads, precision, max_batch, max_queue_delay_ms,
+                               instances, residual_cache_mb)
+    repo = write_model_repository(out, settings, copy_bundle=copy_bundle)
+    typer.echo(f"wrote model repository {repo} (model `stylegen`; run: tritonserver --model-repository {repo})")
+
+
+@app.command(name="bench-serve")
+@user_errors
+def bench_serve(
+    url: Optional[str] = typer.Option(None, "--url", help="A running server's HTTP address (host:port); default: "
+                                      "start one on free loopback ports with the options below."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
+    style: List[Path] = typer.Option([], "--style", help="Style image; repeat (default: 4 procedural swatches)."),
+    clients: str = typer.Option("1,4,16", "--clients", help="Concurrency levels; the first must be 1."),
+    requests: int = typer.Option(64, "--requests", help="Requests per level above 1 client."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="[default: the bundle's]"),
+    backend: str = _SERVE_OPTIONS["backend"],
+    threads: Optional[int] = _SERVE_OPTIONS["threads"],
+    max_batch: int = _SERVE_OPTIONS["max_batch"],
+    max_queue_delay_ms: float = _SERVE_OPTIONS["max_queue_delay_ms"],
+    instances: int = _SERVE_OPTIONS["instances"],
+    residual_cache_mb: int = _SERVE_OPTIONS["residual_cache_mb"],
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure here as JSON."),
+    markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write a RESULTS.md section here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Throughput/latency PNG (default with --markdown: beside it)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+):
+    """Drive a `stylegen` server with 1, 4, 16 concurrent clients: images/s, p50/p95/p99 latency, and a check
+    that every image equals the same request served alone. Exit code 1 if any request failed or was mixed up."""
+    import contextlib
+    import shlex
+    import sys
+    import tempfile
+
+    setup_logging(verbose)
+    logging.getLogger("stylegen_trt.serve").setLevel(logging.INFO)
+    from stylegen_trt.files import atomic_write_bytes
+    from stylegen_trt.runtime.images import png_bytes, read_style_file
+    from stylegen_trt.serve import load
+
+    try:
+        levels = tuple(int(c) for c in clients.split(","))
+    except ValueError:
+        fail(f"--clients {clients!r} must look like 1,4,16")
+    if not levels or levels[0] != 1 or any(c < 1 or c > 256 for c in levels):
+        fail(f"--clients {clients!r}: the first level must be 1 and each between 1 and 256")
+    if requests < 1:
+        fail(f"--requests must be >= 1, got {requests}")
+    for out in (json_out, markdown_out, plot):
+        if out is not None:
+            check_output_location(out)
+    if style:
+        styles = [read_style_file(p) for p in style]
+    else:
+        from stylegen_trt.demo.data import heldout_swatches
+
+        styles = [png_bytes(image) for _, image in heldout_swatches()[::2]] + [png_bytes(heldout_swatches()[1][1])]
+    settings = load.LoadSettings(clients=levels, requests=requests, steps=steps)
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            from stylegen_trt.serve.repo import write_model_repository
+            from stylegen_trt.serve.server import running_server
+
+            serve_settings = _serve_settings(bundle, backend, "auto", threads, "auto", max_batch, max_queue_delay_ms,
+                                             instances, residual_cache_mb)
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stylegen-bench-serve-")))
+            repo = write_model_repository(tmp / "repo", serve_settings)
+            server = stack.enter_context(running_server(repo, log_path=tmp / "server.log"))
+            url = server.http_url
+        results = load.run_load(url, styles, settings)
+    results["machine"] = f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}. "
+    command = shlex.join(["stylegen-trt", "bench-serve", *sys.argv[2:]])
+    if json_out is not None:
+        atomic_write_bytes(json_out, (json.dumps(results, indent=2) + "\n").encode())
+    if markdown_out is not None and plot is None:
+        plot = markdown_out.with_name(markdown_out.stem + "-load.png")
+    if plot is not None:
+        load.plot(results, plot)
+    if markdown_out is not None:
+        name = os.path.relpath(plot, markdown_out.parent) if plot is not None else None
+        atomic_write_bytes(markdown_out, load.markdown(results, command, name).encode())
+    for lv in results["levels"]:
+        typer.echo(f"{lv['clients']:>3} clients: {lv['images_per_s']:.2f} images/s, p50 {lv['p50_s']:.2f} s, "
+                   f"p95 {lv['p95_s']:.2f} s, p99 {lv['p99_s']:.2f} s, errors {len(lv['errors'])}, "
+                   f"max diff vs solo {lv['max_diff_vs_solo']}/255")
+    for g in results["goals"]:
+        typer.echo(f"{g['name']}: {g['value']:.3f} ({g['op']} {g['threshold']}): {'met' if g['met'] else 'MISSED'}")
+    if not all(g["met"] for g in results["goals"] if g["name"].startswith(("every", "answers"))):
         raise typer.Exit(1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,12 @@ def default_cache_dir() -> Path:
 class StyleMapCache:
     """S per (image bytes, style encoder graph, preprocessing size), in memory and on disk."""
 
+    MEMORY_ENTRIES = 1024  # 16 KiB each: a server meets many style images
+
     def __init__(self, directory: Path | None, encoder_sha256: str, image_size: int):
         self.directory = directory
         self.namespace = f"{encoder_sha256[:16]}-{image_size}"
-        self.memory: dict[str, np.ndarray] = {}
+        self.memory: OrderedDict[str, np.ndarray] = OrderedDict()  # the most recent MEMORY_ENTRIES
 
     def key(self, image_bytes: bytes) -> str:
         return hashlib.sha256(image_bytes).hexdigest()
@@ -59,6 +62,7 @@ class StyleMapCache:
 
     def get(self, key: str) -> np.ndarray | None:
         if key in self.memory:
+            self.memory.move_to_end(key)
             return self.memory[key]
         path = self._path(key)
         if path is None or not path.is_file():
@@ -68,11 +72,16 @@ class StyleMapCache:
         except (OSError, ValueError):
             log.warning("ignoring unreadable style cache file %s", path)
             return None
-        self.memory[key] = value
+        self._remember(key, value)
         return value
 
-    def put(self, key: str, value: np.ndarray) -> None:
+    def _remember(self, key: str, value: np.ndarray) -> None:
         self.memory[key] = value
+        while len(self.memory) > self.MEMORY_ENTRIES:
+            self.memory.popitem(last=False)
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        self._remember(key, value)
         path = self._path(key)
         if path is None:
             return
