@@ -281,9 +281,10 @@ def test_repository_contract_and_settings(tmp_path):
                              handler_options=(("k", "v"),))
     repo = write_model_repository(tmp_path / "repo", settings)
     ensemble = (repo / "stylegen" / "config.pbtxt").read_text()
-    for spec in INPUTS:
+    for spec in INPUTS:  # the prompt too, so that a request without it gets an answer (test_serve.py)
         line = next(line for line in ensemble.splitlines() if f'name: "{spec.name}"' in line)
-        assert ("optional: true" in line) == spec.optional
+        assert "optional: true" in line
+    assert [s.name for s in INPUTS if not s.optional] == ["prompt"]
     core = (repo / "stylegen_core" / "config.pbtxt").read_text()
     assert "KIND_GPU" in core and "max_queue_delay_microseconds: 2500" in core
     assert f'string_value: "{bundle.resolve()}"' in core

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from stylegen_trt.errors import UserError
-from stylegen_trt.serve.contract import (CORE_MODEL_NAME, FILL_MODEL_NAME, INPUTS, MODEL_NAME, OPTIONAL_INPUTS,
+from stylegen_trt.serve.contract import (CORE_MODEL_NAME, FILL_MODEL_NAME, INPUTS, MODEL_NAME,
                                          OUTPUTS, ServeSettings, TensorSpec)
 
 MARKER = ".stylegen-trt-repository"  # tells a repository we wrote from any other directory
@@ -154,14 +154,16 @@ def ensemble_config(s: ServeSettings) -> str:
     fill_step = "\n".join(
         [f"      input_map {{ key: {_q(i.name)} value: {_q(i.name)} }}" for i in INPUTS]
         + [f"      output_map {{ key: {_q(i.name + FILLED_SUFFIX)} value: {_q(i.name + FILLED_SUFFIX)} }}"
-           for i in OPTIONAL_INPUTS])
+           for i in INPUTS])
     core_step = "\n".join(
-        [f"      input_map {{ key: {_q(i.name)} value: {_q(i.name + FILLED_SUFFIX if i.optional else i.name)} }}"
+        [f"      input_map {{ key: {_q(i.name)} value: {_q(i.name + FILLED_SUFFIX)} }}"
          for i in INPUTS]
         + [f"      output_map {{ key: {_q(o.name)} value: {_q(o.name)} }}" for o in OUTPUTS])
     return (f"# The `stylegen` model (issue 11's contract). Written by stylegen-trt; see repo.py.\n"
             f"name: {_q(MODEL_NAME)}\nplatform: \"ensemble\"\nmax_batch_size: {s.max_batch}\n"
-            + _block("input", [_tensor(i, optional=i.optional) for i in INPUTS])
+            # `prompt` is optional here only so that a request without it reaches the core, which answers
+            # that it is missing (an ensemble given no required input stalls: "unexpected deadlock")
+            + _block("input", [_tensor(i, optional=True) for i in INPUTS])
             + _block("output", [_tensor(o) for o in OUTPUTS])
             + "ensemble_scheduling {\n  step [\n"
             + f"    {{\n      model_name: {_q(FILL_MODEL_NAME)}\n      model_version: -1\n{fill_step}\n    }},\n"
@@ -174,8 +176,8 @@ def fill_config(s: ServeSettings) -> str:
     return (f"name: {_q(FILL_MODEL_NAME)}\nbackend: \"python\"\nmax_batch_size: {s.max_batch}\n"
             "dynamic_batching { max_queue_delay_microseconds: 0 }\n"
             "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
-            + _block("input", [_tensor(i, optional=i.optional, ragged=i.name in ragged) for i in INPUTS])
-            + _block("output", [_tensor(i, name=i.name + FILLED_SUFFIX, dims=(-1,)) for i in OPTIONAL_INPUTS]))
+            + _block("input", [_tensor(i, optional=True, ragged=i.name in ragged) for i in INPUTS])
+            + _block("output", [_tensor(i, name=i.name + FILLED_SUFFIX, dims=(-1,)) for i in INPUTS]))
 
 
 def core_config(s: ServeSettings, params: dict[str, str]) -> str:
@@ -186,7 +188,6 @@ def core_config(s: ServeSettings, params: dict[str, str]) -> str:
     return (f"name: {_q(CORE_MODEL_NAME)}\nbackend: \"python\"\nmax_batch_size: {s.max_batch}\n"
             f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n"
             f"instance_group [ {{ count: {s.instances} kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]\n"
-            + _block("input", [_tensor(i) if not i.optional else _tensor(i, dims=(-1,), ragged=True)
-                               for i in INPUTS])
+            + _block("input", [_tensor(i, dims=(-1,), ragged=True) for i in INPUTS])
             + _block("output", [_tensor(o) for o in OUTPUTS])
             + parameters)

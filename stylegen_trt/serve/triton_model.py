@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from stylegen_trt.errors import UserError
-from stylegen_trt.serve.contract import INPUTS, OPTIONAL_INPUTS, ServeSettings
+from stylegen_trt.serve.contract import INPUTS, ServeSettings
 
 try:  # present only inside Triton's Python-backend stub
     import triton_python_backend_utils as pb_utils
@@ -158,7 +158,7 @@ class TritonPythonModel:
 
 
 class FillModel:
-    """The `stylegen_fill` model: each optional input passes through, or becomes a [1, 0] tensor."""
+    """The `stylegen_fill` model: each input passes through, or becomes a [1, 0] tensor when absent."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         _route_logging()
@@ -166,12 +166,14 @@ class FillModel:
     def execute(self, requests: list) -> list:
         responses = []
         for request in requests:
-            prompt = pb_utils.get_input_tensor_by_name(request, "prompt").as_numpy()
-            batch = prompt.shape[0] if prompt.ndim else 1  # the core refuses batch != 1 with a clear message
+            given = {spec.name: pb_utils.get_input_tensor_by_name(request, spec.name) for spec in INPUTS}
+            present = [t.as_numpy() for t in given.values() if t is not None]
+            # the core refuses batch != 1 with a clear message
+            batch = present[0].shape[0] if present and present[0].ndim else 1
             tensors = []
-            for spec in OPTIONAL_INPUTS:
-                given = pb_utils.get_input_tensor_by_name(request, spec.name)
-                array = given.as_numpy() if given is not None else np.zeros((batch, 0), dtype=spec.numpy_dtype)
+            for spec in INPUTS:  # the prompt too: absent, the core answers that it is missing
+                tensor = given[spec.name]
+                array = tensor.as_numpy() if tensor is not None else np.zeros((batch, 0), dtype=spec.numpy_dtype)
                 if array.ndim == 1:  # keep a batch dimension whatever the client sent
                     array = array[None]
                 tensors.append(pb_utils.Tensor(spec.name + FILLED_SUFFIX, array.reshape(array.shape[0], -1)))
