@@ -363,35 +363,9 @@ def verify(
 @user_errors
 def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory (default: the shipped demo model).")):
     """What is in a bundle: graphs, inputs with their ranges, sizes, hashes."""
-    from stylegen_trt.runtime.bundle import open_bundle
+    from stylegen_trt.runtime.bundle import describe_bundle, open_bundle
 
-    b = open_bundle(_bundle_or_demo(bundle))
-    m = b.manifest
-    desc = m.get("description", {})
-    lines = [f"bundle {b.path}", f"  kind: {desc.get('kind', '?')}" +
-             ("  (the DEMO model: tiny, trained on procedural shapes and textures only)" if b.is_demo else "")]
-    for key in ("base", "vgg", "branch", "note"):
-        if key in desc:
-            lines.append(f"  {key}: {desc[key]}")
-    s = m["sizes"]
-    lines.append(f"  sizes: native {s['native']}, {s['min']}..{s['max']} in multiples of {s['multiple']}; "
-                 f"up to {s['max_images']} images")
-    lines.append(f"  style images resized to {m['style']['image_size']}px; S is {m['style']['map_size']}x{m['style']['map_size']}")
-    lines.append(f"  defaults: {json.dumps(m['defaults'])}")
-    for name, spec in b.graphs.items():
-        lines.append(f"  graph {name}:")
-        for t in spec.inputs:
-            lines.append(f"    in  {t.name} {t.dtype} {list(t.dims)}")
-        for t in spec.outputs[:3]:
-            lines.append(f"    out {t.name} {t.dtype} {list(t.dims)}")
-        if len(spec.outputs) > 3:
-            lines.append(f"    ... {len(spec.outputs) - 3} more outputs")
-        for axis, r in spec.axes.items():
-            lines.append(f"    axis {axis}: min {r.min} opt {r.opt} max {r.max}")
-    for name, f in m["files"].items():
-        lines.append(f"  file {name}: {f['bytes'] / 2**20:.1f} MiB sha256 {f['sha256'][:16]}...")
-    lines.append(f"  tools: {json.dumps(m['tool_versions'])}")
-    typer.echo("\n".join(lines))
+    typer.echo(describe_bundle(open_bundle(_bundle_or_demo(bundle))))
 
 
 @app.command()
@@ -581,13 +555,10 @@ def grid(
     cell: int = typer.Option(96, "--cell", help="Pixel size of each cell (images are upscaled, nearest)."),
 ):
     """A prompts x styles grid (plus the no-style row), each row headed by its style image."""
-    import numpy as np
-    from PIL import Image
-
     from stylegen_trt.runtime.bundle import open_bundle
-    from stylegen_trt.runtime.images import read_image_file, save_png
+    from stylegen_trt.runtime.images import save_png
     from stylegen_trt.runtime.pipeline import StylePipeline
-    from stylegen_trt.runtime.requests import build_request
+    from stylegen_trt.runtime.requests import style_grid
 
     check_output_location(out)
     b = open_bundle(_bundle_or_demo(bundle))
@@ -596,25 +567,11 @@ def grid(
     styles = list(style) or sorted((Path(__file__).parent.parent / "examples" / "styles").glob("*.png"))
     if not prompts:
         fail("give at least one --prompt")
-
-    def fit(image: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(image).resize((cell, cell), Image.NEAREST))
-
-    blank = np.full((cell, cell, 3), 255, np.uint8)
-    rows = []
     with StylePipeline(b) as pipe:
-        for style_path in [None, *styles]:
-            head = blank if style_path is None else fit((read_image_file(style_path)[0] * 255).round().astype(np.uint8))
-            # one row in one call: each prompt its own seed, batched as a server batches requests
-            requests = [build_request(b.manifest, p, styles=(style_path,) if style_path else (), scheduler=scheduler,
-                                      steps=steps, guidance=guidance, seed=seed + i) for i, p in enumerate(prompts)]
-            results = pipe.generate_many(requests)
-            for r in results:
-                if isinstance(r, Exception):
-                    raise r
-            rows.append(np.concatenate([head, *(fit(r.images[0]) for r in results)], axis=1))
-    save_png(np.concatenate(rows, axis=0), out)
-    typer.echo(f"wrote {out}: {len(rows)} rows (no style + {len(styles)} styles) x {len(prompts)} prompts")
+        image = style_grid(pipe, prompts, styles, cell=cell, seed=seed, scheduler=scheduler, steps=steps,
+                           guidance=guidance)
+    save_png(image, out)
+    typer.echo(f"wrote {out}: {1 + len(styles)} rows (no style + {len(styles)} styles) x {len(prompts)} prompts")
 
 
 @app.command()

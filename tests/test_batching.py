@@ -134,3 +134,21 @@ def test_demo_bundle_takes_per_image_residuals():
 
     with StylePipeline(open_bundle(_demo_bundle_path()), style_cache_dir=None) as demo:
         assert demo.styles_per_batch == "many"
+
+
+def test_style_grid_rows_are_batched_and_equal_solo_renderings(pipe, style_images):
+    from PIL import Image
+
+    from stylegen_trt.runtime.requests import build_request, style_grid
+
+    prompts = ["a red circle", "a blue square"]
+    grid = style_grid(pipe, prompts, style_images, cell=16, seed=5, steps=2)
+    assert grid.shape == (3 * 16, 3 * 16, 3)
+    assert (grid[:16, :16] == 255).all()  # the no-style row's head is blank
+    for row, style in enumerate([None, *style_images]):
+        for col, prompt in enumerate(prompts):
+            alone = pipe.generate(build_request(pipe.bundle.manifest, prompt, styles=(style,) if style else (),
+                                                steps=2, seed=5 + col)).images[0]
+            expected = np.asarray(Image.fromarray(alone).resize((16, 16), Image.NEAREST))
+            cell = grid[row * 16:(row + 1) * 16, (col + 1) * 16:(col + 2) * 16]
+            assert max_diff(cell, expected) <= 1, (row, col)

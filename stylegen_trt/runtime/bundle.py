@@ -120,3 +120,27 @@ def verify_files(root: Path, files: dict) -> None:
             atomic_write_bytes(stamp_path, json.dumps(fresh).encode())
         except OSError:
             pass  # read-only bundle: verify again next time
+
+
+def describe_bundle(b: Bundle) -> str:
+    """What `stylegen-trt info` prints: kind, sizes, defaults, each graph's contract, files, tools."""
+    m = b.manifest
+    desc = m.get("description", {})
+    lines = [f"bundle {b.path}", f"  kind: {desc.get('kind', '?')}" +
+             ("  (the DEMO model: tiny, trained on procedural shapes and textures only)" if b.is_demo else "")]
+    lines += [f"  {key}: {desc[key]}" for key in ("base", "vgg", "branch", "note") if key in desc]
+    s = m["sizes"]
+    lines.append(f"  sizes: native {s['native']}, {s['min']}..{s['max']} in multiples of {s['multiple']}; "
+                 f"up to {s['max_images']} images")
+    lines.append(f"  style images resized to {m['style']['image_size']}px; S is {m['style']['map_size']}x{m['style']['map_size']}")
+    lines.append(f"  defaults: {json.dumps(m['defaults'])}")
+    for name, spec in b.graphs.items():
+        lines.append(f"  graph {name}:")
+        lines += [f"    in  {t.name} {t.dtype} {list(t.dims)}" for t in spec.inputs]
+        lines += [f"    out {t.name} {t.dtype} {list(t.dims)}" for t in spec.outputs[:3]]
+        if len(spec.outputs) > 3:
+            lines.append(f"    ... {len(spec.outputs) - 3} more outputs")
+        lines += [f"    axis {axis}: min {r.min} opt {r.opt} max {r.max}" for axis, r in spec.axes.items()]
+    lines += [f"  file {name}: {f['bytes'] / 2**20:.1f} MiB sha256 {f['sha256'][:16]}..." for name, f in m["files"].items()]
+    lines.append(f"  tools: {json.dumps(m['tool_versions'])}")
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from stylegen_trt.errors import UserError
-from stylegen_trt.runtime.pipeline import GenerationRequest, StyleImage, StyleRequest
+from stylegen_trt.runtime.pipeline import GenerationRequest, StyleImage, StylePipeline, StyleRequest
 
 
 def demo_bundle_path() -> Path:
@@ -64,3 +64,29 @@ def load_latents(path: Path, manifest: dict) -> np.ndarray:
     if x_t.ndim != 4:
         raise UserError(f"--latents has shape {x_t.shape}: x_T needs 4 dimensions {expected}")
     return x_t
+
+
+def style_grid(pipe: StylePipeline, prompts: Sequence[str], styles: Sequence[Path], *, cell: int = 96, seed: int = 0,
+               scheduler: str | None = None, steps: int | None = None, guidance: float | None = None) -> np.ndarray:
+    """(rows x cell, (1 + prompts) x cell, 3) uint8: columns = prompts (prompt i with seed + i), first row
+    without style, then one row per style image, each row headed by its style image (blank for none).
+    Each row is one `generate_many` call, batched as a server batches requests."""
+    from PIL import Image
+
+    from stylegen_trt.runtime.images import read_image_file
+
+    def fit(image: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(image).resize((cell, cell), Image.NEAREST))
+
+    rows = []
+    for style in [None, *styles]:
+        head = np.full((cell, cell, 3), 255, np.uint8) if style is None else \
+            fit((read_image_file(style)[0] * 255).round().astype(np.uint8))
+        requests = [build_request(pipe.bundle.manifest, p, styles=(style,) if style else (), scheduler=scheduler,
+                                  steps=steps, guidance=guidance, seed=seed + i) for i, p in enumerate(prompts)]
+        results = pipe.generate_many(requests)
+        failed = next((r for r in results if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
+        rows.append(np.concatenate([head, *(fit(r.images[0]) for r in results)], axis=1))
+    return np.concatenate(rows, axis=0)
