@@ -841,8 +841,10 @@ def bench_serve(
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stylegen-bench-serve-")))
             repo = write_model_repository(tmp / "repo", serve_settings)
             server = stack.enter_context(running_server(repo, log_path=tmp / "server.log"))
-            url = server.http_url
-        results = load.run_load(url, styles, settings)
+            url, server_pid = server.http_url, server.process.pid
+        else:
+            server_pid = None
+        results = load.run_load(url, styles, settings, server_pid=server_pid)
     results["machine"] = f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}. "
     command = shlex.join(["stylegen-trt", "bench-serve", *sys.argv[2:]])
     if json_out is not None:

@@ -194,3 +194,28 @@ def test_serve_command_starts_in_seconds_and_sigterm_drains(tmp_path):
             proc.wait(timeout=10)
     assert result.get("png", b"")[:8] == b"\x89PNG\r\n\x1a\n"
     assert ready_s < 30, ready_s
+
+
+def test_bench_serve_reports_levels_goals_and_no_mixups(tmp_path):
+    import json
+
+    from conftest import cli
+
+    out = cli("bench-serve", "--steps", "2", "--clients", "1,3", "--requests", "9", "--json", str(tmp_path / "s.json"),
+              "--markdown", str(tmp_path / "s.md"), timeout=300)
+    results = json.loads((tmp_path / "s.json").read_text())
+    levels = results["levels"]
+    assert [lv["clients"] for lv in levels] == [1, 3] and [lv["requests"] for lv in levels] == [16, 9]
+    assert all(not lv["errors"] and lv["mismatched"] == 0 and lv["images_per_s"] > 0 for lv in levels)
+    assert levels[0]["p50_s"] <= levels[0]["p95_s"] <= levels[0]["p99_s"]
+    goals = {g["name"]: g for g in results["goals"]}
+    assert goals["every request answered"]["met"] and "throughput at 3 clients / at 1" in goals
+    assert (tmp_path / "s-load.png").is_file() and "| 3 | 9 |" in (tmp_path / "s.md").read_text()
+    assert "3 clients:" in out.stdout
+
+
+def test_bench_serve_bad_levels_are_one_line_errors():
+    from conftest import cli
+
+    out = cli("bench-serve", "--clients", "4,16", check=False)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "the first level must be 1" in out.stderr

@@ -53,6 +53,7 @@ class Level:
     latencies_s: list[float] = field(default_factory=list)
     max_diff_vs_solo: int = 0
     mismatched: int = 0
+    others_cpu_share: float | None = None  # other processes' share of the CPUs during this level
 
     @property
     def images_per_s(self) -> float:
@@ -113,9 +114,36 @@ def run_level(url: str, protocol: str, clients: int, jobs: list[Job], count: int
     return level, answers
 
 
+def _server_cpu_s(pid: int | None) -> float:
+    """CPU seconds of the server's process tree (tritonserver and its backend stubs); 0 if unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        import psutil
+
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+    except Exception:  # no psutil, or a process gone between listing and reading
+        return 0.0
+
+
+def _others_share(start: tuple, end: tuple) -> float | None:
+    from stylegen_trt.bench.machine import others_share, usable_cpus
+
+    (snap0, server0), (snap1, server1) = start, end
+    if snap0 is None or snap1 is None:
+        return None
+    snap1 = {**snap1, "own_s": snap1["own_s"] + (server1 - server0)}  # the server's CPU is ours too
+    return others_share(snap0, snap1, usable_cpus())
+
+
 def run_load(url: str, styles: list[bytes], settings: LoadSettings = LoadSettings(),
-             protocol: str = "http") -> dict:
-    """Every level of ``settings.clients``; the first must be 1 (it gives the solo renderings)."""
+             protocol: str = "http", server_pid: int | None = None) -> dict:
+    """Every level of ``settings.clients``; the first must be 1 (it gives the solo renderings).
+    With ``server_pid`` (a server on this machine), each level says how much CPU other processes took."""
+    from stylegen_trt.bench.machine import cpu_snapshot
+
     if settings.clients[0] != 1:
         raise ValueError("the first concurrency level must be 1 client: it gives each request's solo image")
     jobs = workload(settings, len(styles))
@@ -124,7 +152,10 @@ def run_load(url: str, styles: list[bytes], settings: LoadSettings = LoadSetting
     for clients in settings.clients:
         count = len(jobs) if clients == 1 else settings.requests
         log.info("%d client(s): %d requests", clients, count)
+        start = (cpu_snapshot(), _server_cpu_s(server_pid))
         level, answers = run_level(url, protocol, clients, jobs, count, styles, settings)
+        if server_pid is not None:
+            level.others_cpu_share = _others_share(start, (cpu_snapshot(), _server_cpu_s(server_pid)))
         if clients == 1:
             solo = {i: _decode(png) for i, png in answers}
         for index, png in answers:
@@ -155,7 +186,7 @@ def summarise(levels: list[Level], jobs: list[Job], settings: LoadSettings) -> d
         "levels": [{"clients": lv.clients, "requests": lv.requests, "errors": lv.errors, "wall_s": lv.wall_s,
                     "images_per_s": lv.images_per_s, "p50_s": lv.percentile(50), "p95_s": lv.percentile(95),
                     "p99_s": lv.percentile(99), "max_diff_vs_solo": lv.max_diff_vs_solo,
-                    "mismatched": lv.mismatched} for lv in levels],
+                    "mismatched": lv.mismatched, "others_cpu_share": lv.others_cpu_share} for lv in levels],
         "single_request_s": one.percentile(50),
         "solo_styled_s": float(np.median(styled)) if styled else None,
         "solo_styled_cached_s": float(np.median(cached)) if cached else None,
@@ -189,11 +220,14 @@ def markdown(results: dict, command: str, plot_name: str | None) -> str:
              f"4 style images, every {s['no_style_every']}th without style), cycled; closed-loop clients over "
              "HTTP; DDPM steps: " + (str(s["steps"]) if s["steps"] else "the bundle's default") + ". "
              "Each level's images are compared with the same request's image at 1 client (served alone).", "",
-             "| clients | requests | images/s | p50 s | p95 s | p99 s | errors | max diff vs solo (1/255) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| clients | requests | images/s | p50 s | p95 s | p99 s | errors | max diff vs solo (1/255) "
+             "| CPU taken by other processes |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for lv in results["levels"]:
+        others = lv.get("others_cpu_share")
         lines.append(f"| {lv['clients']} | {lv['requests']} | {lv['images_per_s']:.2f} | {lv['p50_s']:.2f} | "
-                     f"{lv['p95_s']:.2f} | {lv['p99_s']:.2f} | {len(lv['errors'])} | {lv['max_diff_vs_solo']} |")
+                     f"{lv['p95_s']:.2f} | {lv['p99_s']:.2f} | {len(lv['errors'])} | {lv['max_diff_vs_solo']} | "
+                     f"{'-' if others is None else f'{others:.0%}'} |")
     lines += ["", "| goal | measured | target | status |", "|---|---|---|---|"]
     for g in results["goals"]:
         lines.append(f"| {g['name']} | {g['value']:.3f} | {g['op']} {g['threshold']} | "
