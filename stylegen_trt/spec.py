@@ -121,3 +121,25 @@ def bind_axes(spec: TensorSpec, shape: tuple[int, ...], axes: dict[str, int]) ->
         if size != expected:
             return f"{spec.name} has shape {tuple(shape)}, expected {spec.dims}"
     return None
+
+
+# What the runtime sends the style branch (runtime/pipeline.py calls it; TensorRT's profiles use it as
+# their opt shape). RESIDUAL_BUDGET_BYTES: precomputed branch residuals held at once (SD 1.5, 512 px:
+# 2 steps). BRANCH_LATENT_PIXELS: rows x latent pixels per branch call - the call's activations
+# (self-attention grows with the square of the latent area) must stay near a UNet call's. 4096 = one
+# SD 1.5 latent at 512 px: 1 row there, 4 for the small bench model (32x32), 16 for the demo (16x16).
+# Measured: 45 rows at 32x32 took the small model's peak RSS from 0.7 to 2.4 GB.
+RESIDUAL_BUDGET_BYTES = 64 * 2**20
+BRANCH_LATENT_PIXELS = 4096
+
+
+def branch_chunk(spec: GraphSpec, latent_h: int, latent_w: int, budget_bytes: int = RESIDUAL_BUDGET_BYTES,
+                 latent_pixels: int = BRANCH_LATENT_PIXELS) -> int:
+    """How many timesteps one branch call takes: the graph's limit, a memory budget for the residuals
+    held between calls, and one for the call's own activations."""
+    steps_axis = spec.axes.get("branch_steps")
+    if steps_axis is None:  # a bundle exported before the branch took a batch of timesteps
+        return 1
+    axes = {"latent_h": latent_h, "latent_w": latent_w, "branch_steps": 1}
+    per_step = sum(4 * math.prod(resolve_shape(o.dims, axes)) for o in spec.outputs)
+    return max(1, min(steps_axis.max, budget_bytes // per_step, latent_pixels // (latent_h * latent_w)))

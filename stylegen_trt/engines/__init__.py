@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from stylegen_trt.engines.base import Engine, EngineBase, EngineOptions, graph_files
 from stylegen_trt.spec import GraphSpec
@@ -45,3 +45,11 @@ def open_engine(onnx_path: Path, spec: GraphSpec, files: str | Mapping[str, str]
 def cache_fields(onnx_path: Path, spec: GraphSpec, files: str | Mapping[str, str], options: EngineOptions) -> dict:
     """The fields whose hash keys the backend's cache entry for a graph (see engines/cache.py)."""
     return backend_class(options.backend).cache_fields(graph_files(onnx_path, files), spec, options)
+
+
+def link_engines(engines: Sequence[Engine]) -> None:
+    """Let the engines of one pipeline share what their backend can share (see ``EngineBase.link``);
+    engines of mixed classes are left alone."""
+    kinds = {type(e) for e in engines}
+    if len(kinds) == 1 and issubclass(next(iter(kinds)), EngineBase):
+        next(iter(kinds)).link(list(engines))

@@ -13,13 +13,13 @@ import logging
 import os
 import platform
 from pathlib import Path
-from typing import Mapping
+from typing import Collection, Mapping
 
 import numpy as np
 import onnxruntime as ort
 
 from stylegen_trt.engines import cache
-from stylegen_trt.engines.base import EngineBase, EngineOptions, check_inputs
+from stylegen_trt.engines.base import DeviceValue, EngineBase, EngineOptions, Value, check_inputs, host_view
 from stylegen_trt.errors import UserError
 from stylegen_trt.spec import GraphSpec
 
@@ -56,6 +56,45 @@ def _session_options(options: EngineOptions, level: str) -> ort.SessionOptions:
     return so
 
 
+class OrtMemory:
+    """DeviceValues as OrtValues, on the device the session runs on (the CUDA provider's GPU, or the
+    CPU: the same code path, tested here). Views (``DeviceValue.rows``) are bound by address."""
+
+    def __init__(self, device: str):
+        self.device = device  # "cpu" | "cuda"
+        self.kind = f"ort:{device}"
+
+    def value(self, ortvalue: "ort.OrtValue") -> DeviceValue:
+        return DeviceValue(int(ortvalue.data_ptr()), tuple(ortvalue.shape()), np.dtype(_NUMPY_OF[ortvalue.data_type()]),
+                           ortvalue, self)
+
+    def upload(self, array: np.ndarray) -> DeviceValue:
+        return self.value(ort.OrtValue.ortvalue_from_numpy(np.array(array, copy=True, order="C"), self.device, 0))
+
+    def download(self, value: DeviceValue) -> np.ndarray:
+        if self.device == "cpu":
+            return host_view(value).copy()
+        # onnxruntime's Python API copies a GPU OrtValue out whole: take the view's rows from that
+        whole = value.owner.numpy()
+        if not value.shape:
+            return whole.reshape(value.shape)
+        row = value.nbytes // value.shape[0] if value.shape[0] else 1
+        start = (value.ptr - int(value.owner.data_ptr())) // row
+        return np.ascontiguousarray(whole.reshape(-1, *value.shape[1:])[start:start + value.shape[0]])
+
+    def concat(self, values) -> DeviceValue:
+        if self.device == "cpu":
+            return self.value(ort.OrtValue.ortvalue_from_numpy(np.concatenate([host_view(v) for v in values]), "cpu", 0))
+        # onnxruntime's Python API has no device-to-device copy: through the host. Only where values of
+        # several styles are joined (a mixed-style batch) or a residual row is cached - never per step
+        # for one style.
+        return self.upload(np.concatenate([v.numpy() for v in values]))
+
+
+_NUMPY_OF = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+             "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
 class OrtEngine(EngineBase):
     name = "ort"
 
@@ -76,12 +115,15 @@ class OrtEngine(EngineBase):
         self.spec = spec
         self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self._outputs = spec.output_names
+        self.memory = OrtMemory(self.device)
 
     @classmethod
     def open(cls, onnx_path: Path, spec: GraphSpec, files: Mapping[str, str], cache_root: Path | None,
              options: EngineOptions) -> "OrtEngine":
         if options.precision == "fp16":
             raise UserError("--precision fp16 needs --backend trt: ONNX Runtime runs the bundle's fp32 graphs")
+        if options.static is not None or options.cuda_graph:
+            raise UserError("--static and --cuda-graph are TensorRT options: add --backend trt")
         providers = choose_providers(options.device)
         fields = cls.cache_fields(files, spec, options)
         if cache_root is None or options.opt_level == "disable":
@@ -121,6 +163,34 @@ class OrtEngine(EngineBase):
         check_inputs(self.spec, inputs)
         values = self.session.run(self._outputs, dict(inputs))
         return dict(zip(self._outputs, values))
+
+    def to_device(self, array: np.ndarray) -> DeviceValue:
+        return self.memory.upload(array)
+
+    def run_device(self, inputs: Mapping[str, Value], keep: Collection[str] = ()) -> dict[str, Value]:
+        """One run through an IOBinding: DeviceValues of this engine's memory kind (OrtValues, or views
+        of them) are bound by address, host arrays and values of other kinds are copied in; outputs in
+        ``keep`` stay OrtValues on the session's device, the rest come back as NumPy arrays."""
+        check_inputs(self.spec, inputs)
+        binding = self.session.io_binding()
+        device = self.memory.device
+        held = []  # host arrays and foreign values must outlive the run
+        for name, value in inputs.items():
+            if isinstance(value, DeviceValue) and value.memory.kind == self.memory.kind:
+                binding.bind_input(name, device, 0, value.dtype.type, list(value.shape), value.ptr)
+                continue
+            if isinstance(value, DeviceValue):
+                value = value.numpy()
+            host = np.ascontiguousarray(value)
+            held.append(host)
+            binding.bind_cpu_input(name, host)
+        for name in self._outputs:
+            binding.bind_output(name, device if name in keep else "cpu")
+        self.session.run_with_iobinding(binding)
+        out: dict[str, Value] = {}
+        for name, ortvalue in zip(self._outputs, binding.get_outputs()):
+            out[name] = self.memory.value(ortvalue) if name in keep else ortvalue.numpy()
+        return out
 
     def close(self) -> None:
         self.session = None

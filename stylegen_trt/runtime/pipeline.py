@@ -8,6 +8,12 @@
 The style branch depends on (S, t) only, never on the latent: one call computes the residuals
 of many timesteps at once (a row per timestep, within a memory budget), and each step's row
 broadcasts inside the UNet graph over the images and both CFG halves.
+
+Values that do not change on the host stay on the engines' device (``Engine.run_device``): the
+branch's residuals go from its outputs straight into the UNet's inputs, the zero residuals and the
+text context are uploaded once per generation; the latent goes up and eps comes down every step
+(the NumPy sampler needs eps), and eps is checked for NaN/Inf there. On a backend without device
+memory the same calls pass host arrays.
 """
 
 from __future__ import annotations
@@ -22,24 +28,21 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from stylegen_trt.engines.base import Engine, EngineOptions
+from stylegen_trt.engines import link_engines
+from stylegen_trt.engines.base import DeviceValue, Engine, EngineOptions, Value, concat_rows
 from stylegen_trt.errors import UserError
 from stylegen_trt.runtime import schedulers
 from stylegen_trt.runtime.bundle import GRAPH_NAMES, Bundle
 from stylegen_trt.runtime.images import decode_image, read_style_file, resize_rgb01, to_uint8
 from stylegen_trt.runtime.style import StyleMapCache, blend, default_cache_dir, resize_style_map
 from stylegen_trt.runtime.tokenizer import PromptTokenizer
-from stylegen_trt.spec import resolve_shape
+from stylegen_trt.spec import BRANCH_LATENT_PIXELS, RESIDUAL_BUDGET_BYTES, resolve_shape
+from stylegen_trt.spec import branch_chunk as _branch_chunk
 
 log = logging.getLogger(__name__)
 
-Residuals = Mapping[str, np.ndarray]
-RESIDUAL_BUDGET_BYTES = 64 * 2**20  # precomputed branch residuals held at once (SD 1.5, 512 px: 2 steps)
-# Rows x latent pixels per branch call: the call's activations (self-attention grows with the square
-# of the latent area) must stay near a UNet call's. 4096 = one SD 1.5 latent at 512 px: 1 row there,
-# 4 for the small bench model (32x32), 16 for the demo (16x16). Measured: 45 rows at 32x32 took
-# the small model's peak RSS from 0.7 to 2.4 GB.
-BRANCH_LATENT_PIXELS = 4096
+Residuals = Mapping[str, Value]  # NumPy arrays or DeviceValues of the UNet's backend
+# RESIDUAL_BUDGET_BYTES and BRANCH_LATENT_PIXELS (spec.py) are re-bound here: tests and tools adjust them here.
 
 
 # A style image: a file (the CLI) or an image's encoded bytes (a server request).
@@ -101,23 +104,51 @@ class TimedEngine:
     def __init__(self, engine: Engine, times: Callable[[], StageTimes]):
         self.engine, self.times, self.spec = engine, times, engine.spec
 
+    @property
+    def precision(self) -> str:
+        return getattr(self.engine, "precision", "fp32")
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         out = self.engine.run(inputs)
         self.times().add(self.spec.name, time.perf_counter() - start)
         return out
 
+    def run_device(self, inputs: Mapping[str, Value], keep=()) -> dict[str, Value]:
+        start = time.perf_counter()
+        out = self.engine.run_device(inputs, keep)
+        self.times().add(self.spec.name, time.perf_counter() - start)
+        return out
 
-def make_denoiser(unet: TimedEngine, context: np.ndarray, guidance: np.ndarray | None,
+    def to_device(self, array: np.ndarray) -> DeviceValue:
+        return self.engine.to_device(array)
+
+
+def check_finite(engine, array: np.ndarray, where: str = "") -> np.ndarray:
+    """``array`` if it is all finite, else the one-line UserError of the classic fp16 failure (black
+    images): never written out as an image."""
+    if not np.isfinite(array).all():
+        precision = engine.precision
+        hint = "try --precision fp32" if precision == "fp16" else "check the bundle's weights and inputs"
+        raise UserError(f"the {engine.spec.name} produced NaN/Inf{where} in {precision}: {hint}")
+    return array
+
+
+def make_denoiser(unet: TimedEngine, context: Value, guidance: np.ndarray | None,
                   residuals_at: Callable[[int], Residuals]) -> schedulers.Denoiser:
     """Adapt the UNet once into ``denoise(x, t) -> eps`` with style residuals and CFG inside.
 
     With CFG (``guidance`` given: one scale per image, shape (B, 1, 1, 1)), ``context`` is
     [uncond x B, cond x B] and eps = eps_u + g (eps_c - eps_u) (Ho & Salimans, classifier-free guidance).
+    ``context`` and the residuals may be DeviceValues of the UNet's backend; a non-finite eps is a UserError.
     """
+    step = [0]
+
     def unet_eps(x: np.ndarray, t: int) -> np.ndarray:
         feeds = {"sample": x, "timestep": np.array([t], np.float32), "encoder_hidden_states": context}
-        return unet.run({**feeds, **residuals_at(t)})["eps"]
+        eps = unet.run_device({**feeds, **residuals_at(t)})["eps"]
+        step[0] += 1
+        return check_finite(unet, eps, f" at step {step[0]}")  # eps is on the host anyway: cheap
 
     if guidance is None:
         return unet_eps
@@ -190,17 +221,31 @@ def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray 
             return hit
         ready.clear()
         batch = active[position[t]:position[t] + chunk]
-        out = branch.run({"style_map": np.repeat(style_map, len(batch), axis=0),
-                          "timestep": np.array(batch, np.float32), "style_scale": scale_arr})
+        # the residuals stay where the branch computed them: the UNet binds them there
+        out = branch.run_device({"style_map": np.repeat(style_map, len(batch), axis=0),
+                                 "timestep": np.array(batch, np.float32), "style_scale": scale_arr},
+                                keep=branch.spec.output_names)
         copy = cache is not None  # a cached row must not keep the whole call's output alive
-        ready.update({step: {name: rows[i:i + 1].copy() if copy else rows[i:i + 1] for name, rows in out.items()}
-                      for i, step in enumerate(batch)})
+        ready.update({step: {name: _row(rows, i, copy) for name, rows in out.items()} for i, step in enumerate(batch)})
         if cache is not None:
             for step, value in ready.items():
                 cache.put((style_key, step), value)
         return ready[t]
 
     return residuals_at
+
+
+def _row(rows: Value, i: int, copy: bool) -> Value:
+    if isinstance(rows, DeviceValue):
+        return rows.rows(i, i + 1).copy() if copy else rows.rows(i, i + 1)
+    return rows[i:i + 1].copy() if copy else rows[i:i + 1]
+
+
+def _concat(parts: list[Value]) -> Value:
+    """Rows joined on the first axis: on the device for DeviceValues, else in NumPy."""
+    if all(isinstance(p, DeviceValue) for p in parts) and len({p.memory.kind for p in parts}) == 1:
+        return concat_rows(parts)
+    return np.concatenate([p.numpy() if isinstance(p, DeviceValue) else p for p in parts])
 
 
 def per_image_residuals(sources: list[Callable[[int], Residuals]], keys: list[tuple | None],
@@ -219,7 +264,7 @@ def per_image_residuals(sources: list[Callable[[int], Residuals]], keys: list[tu
 
     def residuals_at(t: int) -> Residuals:
         rows = [first[k](t) for k in distinct]
-        return {name: np.concatenate([rows[i][name] for i in index]) for name in rows[0]}
+        return {name: _concat([rows[i][name] for i in index]) for name in rows[0]}
 
     return residuals_at
 
@@ -237,15 +282,9 @@ class StackedNoise:
 
 
 def branch_chunk(spec, latent_h: int, latent_w: int, budget_bytes: int | None = None) -> int:
-    """How many timesteps one branch call takes: the graph's limit, a memory budget for the residuals
-    held between calls, and one for the call's own activations."""
-    budget_bytes = RESIDUAL_BUDGET_BYTES if budget_bytes is None else budget_bytes
-    steps_axis = spec.axes.get("branch_steps")
-    if steps_axis is None:  # a bundle exported before the branch took a batch of timesteps
-        return 1
-    axes = {"latent_h": latent_h, "latent_w": latent_w, "branch_steps": 1}
-    per_step = sum(4 * int(np.prod(resolve_shape(o.dims, axes))) for o in spec.outputs)
-    return max(1, min(steps_axis.max, budget_bytes // per_step, BRANCH_LATENT_PIXELS // (latent_h * latent_w)))
+    """How many timesteps one branch call takes (``spec.branch_chunk``, with this module's budgets)."""
+    return _branch_chunk(spec, latent_h, latent_w, RESIDUAL_BUDGET_BYTES if budget_bytes is None else budget_bytes,
+                         BRANCH_LATENT_PIXELS)
 
 
 def style_map_size(branch_spec, latent_h: int, latent_w: int) -> tuple[int, int]:
@@ -295,6 +334,7 @@ class StylePipeline:
         try:
             for name in GRAPH_NAMES:
                 self.engines[name] = TimedEngine(bundle.open_engine(name, options), lambda: self.times)
+            link_engines([e.engine for e in self.engines.values()])  # e.g. one TensorRT activation block
         except BaseException:
             self.close()
             raise
@@ -337,7 +377,8 @@ class StylePipeline:
         start = time.perf_counter()
         ids = self.tokenizer([prompt])
         self.times.add("tokenize", time.perf_counter() - start)
-        context = self._contexts[prompt] = self.engines["text_encoder"].run({"input_ids": ids})["context"]
+        encoder = self.engines["text_encoder"]
+        context = self._contexts[prompt] = check_finite(encoder, encoder.run({"input_ids": ids})["context"])
         while len(self._contexts) > PROMPT_CACHE_SIZE:
             self._contexts.popitem(last=False)
         return context
@@ -354,13 +395,16 @@ class StylePipeline:
             return cached
         size = self.bundle.manifest["style"]["image_size"]
         pixels = resize_rgb01(decode_image(data, label), size)[None]
-        style_map = self.engines["style_encoder"].run({"style_image": pixels})["style_map"]
+        style_map = check_finite(self.engines["style_encoder"],
+                                 self.engines["style_encoder"].run({"style_image": pixels})["style_map"])
         self.style_cache.put(key, style_map)
         return style_map
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
         scale = np.float32(self.bundle.manifest["latent"]["scale"])
-        images = [self.engines["vae_decoder"].run({"latent": latent[i:i + 1] / scale})["image"]
+        decoder = self.engines["vae_decoder"]
+        check_finite(self.engines["unet"], latent, " (the final latent)")
+        images = [check_finite(decoder, decoder.run({"latent": latent[i:i + 1] / scale})["image"])
                   for i in range(latent.shape[0])]
         return to_uint8(np.concatenate(images))
 
@@ -438,7 +482,10 @@ class StylePipeline:
             guidance = np.repeat(np.array([p.request.guidance for p in members], np.float32), counts)[:, None, None, None]
 
         ts = schedulers.timesteps(first.scheduler, self.scheduler_config, first.steps)
-        zeros = self._zero_residuals(h, w)
+        unet = self.engines["unet"]
+        # uploaded once per generation: unchanged at every step
+        zeros = {name: unet.to_device(value) for name, value in self._zero_residuals(h, w).items()}
+        context = unet.to_device(context)
         branch = self.engines["style_branch"]
         chunk = branch_chunk(branch.spec, h, w)
         sources: dict[tuple | None, Callable[[int], Residuals]] = {None: lambda t: zeros}
@@ -451,7 +498,7 @@ class StylePipeline:
                                               self.residual_cache, p.style_key)
             keys += [key] * n
         residuals_at = per_image_residuals([sources[k] for k in keys], keys, cfg)
-        denoise = make_denoiser(self.engines["unet"], context, guidance, residuals_at)
+        denoise = make_denoiser(unet, context, guidance, residuals_at)
 
         x = np.concatenate([p.request.latents.astype(np.float32) if p.request.latents is not None else
                             p.rng.standard_normal(p.latent_shape, dtype=np.float32) for p in members])

@@ -16,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from stylegen_trt.engines.base import EngineOptions
+from stylegen_trt.engines.base import DeviceValue, EngineOptions
 from stylegen_trt.runtime.bundle import GRAPH_NAMES, Bundle
 from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline
 
@@ -71,10 +71,25 @@ class Recorder:
         self.engine, self.spec, self.device = engine, engine.spec, engine.device
         self.first_inputs: dict[str, np.ndarray] | None = None
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    def _record(self, inputs) -> None:
         if self.first_inputs is None:
-            self.first_inputs = {k: np.array(v, copy=True) for k, v in inputs.items()}
+            self.first_inputs = {k: v.numpy() if isinstance(v, DeviceValue) else np.array(v, copy=True)
+                                 for k, v in inputs.items()}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._record(inputs)
         return self.engine.run(inputs)
+
+    def run_device(self, inputs, keep=()):
+        self._record(inputs)
+        return self.engine.run_device(inputs, keep)
+
+    def to_device(self, array: np.ndarray):
+        return self.engine.to_device(array)
 
     def close(self) -> None:
         self.engine.close()
