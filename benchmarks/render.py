@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 
 from stylegen_trt.bench import report
@@ -22,14 +23,15 @@ def _demote(markdown: str) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
-def render(paths: list[Path], out: Path, analysis: Path | None) -> str:
+def render(paths: list[Path], out: Path, analysis: Path | None, extra: list[Path] = ()) -> str:
     runs = [(p, json.loads(p.read_text())) for p in paths]
     names = [r["model"]["name"] for _, r in runs]
     lines = ["# stylegen-trt benchmark results", "",
              "Every figure below was measured on this project's CPU machine by the command quoted in its "
              "section; ratios come from one run each. Re-render with `python benchmarks/render.py "
              + " ".join(os.path.relpath(p, out.parent.parent) for p, _ in runs) + " --markdown benchmarks/RESULTS.md"
-             + (f" --analysis {os.path.relpath(analysis, out.parent.parent)}" if analysis else "") + "`.", "",
+             + (f" --analysis {os.path.relpath(analysis, out.parent.parent)}" if analysis else "")
+             + "".join(f" --extra {os.path.relpath(e, out.parent.parent)}" for e in extra) + "`.", "",
              "## Targets by config", "",
              "| target | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
     target_names = list(dict.fromkeys(t["name"] for _, r in runs for t in r["targets"]))
@@ -49,6 +51,11 @@ def render(paths: list[Path], out: Path, analysis: Path | None) -> str:
         plot = path.with_name(path.stem + "-stages.png")
         report.stage_plot(results, plot)
         lines += [_demote(report.markdown(results, os.path.relpath(plot, out.parent))), ""]
+    for section in extra:  # e.g. bench-serve's report; its images are named relative to it
+        text = section.read_text()
+        rel = os.path.relpath(section.parent, out.parent)
+        text = re.sub(r"\]\((?!https?:|/)([^)]+)\)", lambda m: f"]({os.path.join(rel, m.group(1))})", text)
+        lines += [text, ""]
     if analysis is not None:
         lines += [_demote(analysis.read_text()), ""]
     return "\n".join(lines)
@@ -59,8 +66,10 @@ def main() -> None:
     parser.add_argument("json", type=Path, nargs="+", help="written by `stylegen-trt bench --json`")
     parser.add_argument("--markdown", type=Path, default=Path("benchmarks/RESULTS.md"))
     parser.add_argument("--analysis", type=Path, help="hand-written Markdown appended at the end")
+    parser.add_argument("--extra", type=Path, action="append", default=[],
+                        help="a Markdown section appended as is before the analysis (bench-serve --markdown)")
     args = parser.parse_args()
-    args.markdown.write_text(render(args.json, args.markdown, args.analysis))
+    args.markdown.write_text(render(args.json, args.markdown, args.analysis, args.extra))
 
 
 if __name__ == "__main__":

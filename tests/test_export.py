@@ -59,7 +59,7 @@ def test_each_graph_matches_torch(tiny, styled_bundle, latent):
     m = json.loads((styled_bundle / "manifest.json").read_text())
     gen = torch.Generator().manual_seed(latent)
     axes = {"latent_h": latent, "latent_w": latent, "text_batch": 2, "unet_batch": 2, "style_batch": 1, "image_batch": 1,
-            "branch_steps": 3}
+            "branch_steps": 3, "residual_batch": 2}  # a residual row per UNet batch item (per-image styles)
     for name in GRAPHS:
         spec = graphs[name].spec
         inputs = []

@@ -107,7 +107,7 @@ def unet_flops(bundle_path: Path, manifest: dict, work: Workload) -> dict:
     bundle = open_bundle(bundle_path, verify=False)
     latent = work.size // manifest["latent"]["vae_scale_factor"]
     batch = work.n * (2 if work.guidance > 1.0 else 1)
-    axes = {"unet_batch": batch, "latent_h": latent, "latent_w": latent}
+    axes = {"unet_batch": batch, "latent_h": latent, "latent_w": latent, "residual_batch": 1}  # one style: broadcast
     shapes = {t.name: resolve_shape(t.dims, axes) for t in bundle.graphs["unet"].inputs}
     count = count_onnx_flops(bundle.graph_path("unet"), shapes)
     return {"flops_per_call": count.total, "by_op": count.by_op, "counted_nodes": count.nodes,
