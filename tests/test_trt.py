@@ -483,8 +483,8 @@ def test_trt_engine_run_on_the_stub_and_host_memory(stub10):
     contexts = []
     create = engine.create_execution_context
 
-    def create_context():
-        contexts.append(create())
+    def create_context(*strategy):
+        contexts.append(create(*strategy))
         contexts[-1].compute = lambda x: {"eps": x["sample"] * x["timestep"][0]}
         return contexts[-1]
 

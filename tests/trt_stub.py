@@ -5,13 +5,18 @@ in the loop:
 - ``make_tensorrt(major)``: a ``tensorrt`` module with the API surface polygraphy 0.53.6 and
   stylegen_trt.engines.trt touch, in TensorRT 10's shape (BuilderFlag.FP16, weak typing) or TensorRT 11's
   (no FP16/INT8/... builder flags; STRONGLY_TYPED kept as a deprecated flag; no EXPLICIT_BATCH; no
-  int8_calibrator). Enum members follow NVIDIA's 10.x / 11.x API references. The "builder" parses the
+  int8_calibrator). Enum members follow NVIDIA's 10.x / 11.x API references. Contexts are created without
+  activation memory (``ExecutionContextAllocationStrategy.USER_MANAGED``; 10's
+  ``create_execution_context_without_device_memory`` too) and refuse to execute until one of at least
+  ``device_memory_size_v2`` bytes is set (``set_device_memory``; 10 also the ``device_memory`` setter). The "builder" parses the
   real ONNX file (onnx), checks the profile covers every input within min <= opt <= max, and
   serialises what it was asked for as JSON: the "plan". The "runtime" reads that plan back into an
   engine with an I/O tensor table, and a strict execution context: output shapes are -1 until every
   input shape is set, execution fails with an unset shape or an unbound tensor.
-- ``HostCudart``: libcudart's functions that polygraphy's ``Cuda`` wrapper calls, on host memory
-  (cudaMalloc = a ctypes buffer, cudaMemcpy = memmove), counting copies by direction.
+- ``HostCudart``: libcudart's functions that polygraphy's ``Cuda`` wrapper and the backend call, on host
+  memory (cudaMalloc / cudaMallocHost = a ctypes buffer, cudaMemcpy = memmove), counting copies by
+  direction and by stream; CUDA graphs: an execution enqueued on a capturing stream is recorded with
+  the addresses bound at that moment and re-run by cudaGraphLaunch (as a real graph replays them).
 
 Nothing here says anything about TensorRT's kernels or numerics: that needs a GPU.
 """
@@ -80,6 +85,8 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
     trt.TensorIOMode = _enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
     trt.DataType = _enum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8", "BF16", "INT64"])
     trt.EngineCapability = _enum("EngineCapability", ["STANDARD", "SAFETY", "DLA_STANDALONE"])
+    trt.ExecutionContextAllocationStrategy = _enum("ExecutionContextAllocationStrategy",
+                                                   ["STATIC", "ON_PROFILE_CHANGE", "USER_MANAGED"])
     built: list[dict] = []  # every plan built, for the tests to inspect
     trt.built = built
 
@@ -319,8 +326,18 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
         def get_tensor_dtype(self, name):
             return self._find(name)[2]
 
-        def create_execution_context(self):
-            return ExecutionContext(self)
+        device_memory_size_v2 = ACTIVATION_BYTES
+
+        def create_execution_context(self, strategy=None):
+            context = ExecutionContext(self)
+            context.user_managed = strategy == trt.ExecutionContextAllocationStrategy.USER_MANAGED
+            return context
+
+        if major < 11:
+            device_memory_size = ACTIVATION_BYTES
+
+            def create_execution_context_without_device_memory(self):
+                return self.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
 
     trt.ExecutionContext = None  # set below
 
@@ -333,6 +350,17 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
             self.engine, self.shapes, self.addresses = engine, {}, {}
             self.compute = None
             self.executions = 0
+            self.user_managed = False
+            self.activation = None  # (address, bytes) of the activation memory set
+
+        def set_device_memory(self, ptr, size):
+            if not ptr or size < self.engine.device_memory_size_v2:
+                raise ValueError(f"set_device_memory: {size} bytes < {self.engine.device_memory_size_v2}")
+            self.activation = (int(ptr), int(size))
+
+        if major < 11:
+            device_memory = property(lambda self: self.activation and self.activation[0],
+                                     lambda self, ptr: self.set_device_memory(ptr, self.engine.device_memory_size_v2))
 
         def _inputs(self):
             return [t for t in self.engine.io if t[1] == trt.TensorIOMode.INPUT]
@@ -383,6 +411,24 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
             return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
         def execute_async_v3(self, stream_handle):
+            if self.user_managed and self.activation is None:
+                return False  # TensorRT: no device memory set for a user-managed context
+            capture = CAPTURING.get(int(stream_handle or 0))
+            if capture is not None:  # recorded with today's addresses; replayed by cudaGraphLaunch
+                addresses, shapes = dict(self.addresses), dict(self.shapes)
+
+                def replay():
+                    saved = self.addresses, self.shapes
+                    self.addresses, self.shapes = addresses, shapes
+                    try:
+                        return self._execute()
+                    finally:
+                        self.addresses, self.shapes = saved
+                capture.append(replay)
+                return True
+            return self._execute()
+
+        def _execute(self):
             for name, mode, dtype, _ in self.engine.io:
                 if name not in self.addresses:
                     return False
@@ -408,15 +454,25 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
     return trt
 
 
+ACTIVATION_BYTES = 4096  # what every stub engine says its context needs
+CAPTURING: dict[int, list] = {}  # stream handle -> executions recorded while it captures
+
+
 class HostCudart:
-    """The libcudart functions polygraphy's ``Cuda`` wrapper calls, on host memory."""
+    """The libcudart functions polygraphy's ``Cuda`` wrapper and the backend call, on host memory."""
 
     def __init__(self, device_name: str = "NVIDIA Stub GPU", compute_capability=(8, 9)):
         self.blocks: dict[int, ctypes.Array] = {}
+        self.pinned: dict[int, ctypes.Array] = {}
         self.copies = {"h2d": 0, "d2h": 0, "d2d": 0}
+        self.by_stream: dict[int, dict[str, int]] = {}  # stream handle (0: synchronous copies) -> copies
+        self.log: list[tuple[str, int, int]] = []  # (direction, bytes, stream) of every copy
         self.streams = 0
         self.device_name = device_name
         self.cc = compute_capability
+        self.graphs: dict[int, list] = {}
+        self.execs: dict[int, list] = {}
+        self.launches = 0
 
     def _inside(self, ptr: int, n: int) -> bool:
         return any(base <= ptr and ptr + n <= base + len(buf) for base, buf in self.blocks.items())
@@ -434,11 +490,56 @@ class HostCudart:
 
     def cudaMemcpy(self, dst, src, nbytes, kind, stream=None):  # noqa: N802
         n, kind = nbytes.value, kind.value
-        if kind == 1 and not self._inside(dst.value, n) or kind == 2 and not self._inside(src.value, n):
+        if kind in (1, 3) and not self._inside(dst.value, n) or kind in (2, 3) and not self._inside(src.value, n):
             return 1
         ctypes.memmove(dst.value, src.value, n)
-        self.copies[{1: "h2d", 2: "d2h", 3: "d2d"}.get(kind, "d2d")] += 1
+        direction = {1: "h2d", 2: "d2h", 3: "d2d"}.get(kind, "d2d")
+        self.copies[direction] += 1
+        handle = int(stream.value or 0) if stream is not None else 0
+        self.by_stream.setdefault(handle, {"h2d": 0, "d2h": 0, "d2d": 0})[direction] += 1
+        self.log.append((direction, n, handle))
         return 0
+
+    def cudaMallocHost(self, ref, nbytes):  # noqa: N802
+        buf = ctypes.create_string_buffer(max(nbytes.value, 1))
+        ref._obj.value = ctypes.addressof(buf)
+        self.pinned[ctypes.addressof(buf)] = buf
+        return 0
+
+    def cudaFreeHost(self, ptr):  # noqa: N802
+        return 0 if self.pinned.pop(ptr.value, None) is not None else 1
+
+    def cudaStreamBeginCapture(self, stream, mode):  # noqa: N802
+        CAPTURING[int(stream.value)] = []
+        return 0
+
+    def cudaStreamEndCapture(self, stream, ref_graph):  # noqa: N802
+        ops = CAPTURING.pop(int(stream.value), None)
+        if ops is None:
+            return 1
+        handle = 0x9000 + len(self.graphs) + 1
+        self.graphs[handle] = ops
+        ref_graph._obj.value = handle
+        return 0
+
+    def cudaGraphInstantiateWithFlags(self, ref_exec, graph, flags):  # noqa: N802
+        handle = 0xA000 + len(self.execs) + 1
+        self.execs[handle] = self.graphs[graph.value]
+        ref_exec._obj.value = handle
+        return 0
+
+    def cudaGraphLaunch(self, exec_, stream):  # noqa: N802
+        ops = self.execs.get(exec_.value)
+        if ops is None:
+            return 1
+        self.launches += 1
+        return 0 if all(op() for op in ops) else 1
+
+    def cudaGraphExecDestroy(self, exec_):  # noqa: N802
+        return 0 if self.execs.pop(exec_.value, None) is not None else 1
+
+    def cudaGraphDestroy(self, graph):  # noqa: N802
+        return 0 if self.graphs.pop(graph.value, None) is not None else 1
 
     def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802
         return self.cudaMemcpy(dst, src, nbytes, kind, stream)

@@ -18,8 +18,11 @@ and the 10.x Python API reference (ICudaEngine.num_io_tensors / get_tensor_name 
 get_tensor_dtype, TensorIOMode, IExecutionContext.set_input_shape / get_tensor_shape /
 set_tensor_address / execute_async_v3). polygraphy's side was read from its 0.53.6 source.
 
-The optimisation profile is the graph contract's own min/opt/max shapes (``GraphSpec.shapes``),
-so an engine accepts exactly what the manifest promises. Engines are cached under
+The optimisation profile is the graph contract's min/max shapes (``GraphSpec.shapes``), so an engine
+accepts exactly what the manifest promises, with opt shapes at what the runtime sends (the text
+encoder one prompt per call, the branch its chunk of timesteps at the native size:
+``runtime_axes``); ``build --static`` makes min = opt = max at one size (``EngineOptions.static``).
+Engines are cached under
 <cache root>/trt/<key>/; the key covers the hash of every file of the graph, the build recipe
 (precision, strong typing, fp16 conversion, TF32, workspace, builder optimisation level, parser
 flags), the TensorRT and polygraphy versions, the GPU (name, compute capability) and the profile.
@@ -27,6 +30,17 @@ flags), the TensorRT and polygraphy versions, the GPU (name, compute capability)
 polygraphy logs through Python logging (logger ``stylegen_trt.polygraphy``: INFO and below, so quiet
 unless -v) instead of printing to stdout, and its failures (``PolygraphyException``), a missing
 polygraphy and a missing CUDA runtime are one-line ``UserError``s.
+
+The data path (``TrtEngine.run_device``): DeviceValues of this backend (``TrtMemory``: device buffers)
+are bound by address - the branch's output buffers become the UNet's residual inputs; host inputs go
+through page-locked host buffers reused across runs (cudaMallocHost through libcudart, as polygraphy's
+wrapper has no pinned allocation; pageable NumPy memory if that fails) and asynchronous copies; each
+run ends with one stream synchronisation, so engines on separate streams never race. Execution
+contexts are created without activation memory (``USER_MANAGED``); each engine gets its own block, and
+``TrtEngine.link`` gives all engines of one pipeline one block of the largest size. With
+``EngineOptions.cuda_graph`` a static UNet engine is captured as a CUDA graph on its second run
+(cudaStreamBeginCapture / EndCapture / GraphInstantiate; the first run is the warm-up, as in NVIDIA's
+demo/Diffusion) and replayed with cudaGraphLaunch, every input copied into fixed buffers first.
 """
 
 from __future__ import annotations
@@ -46,10 +60,12 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from stylegen_trt.engines import cache
-from stylegen_trt.engines.base import NUMPY_DTYPES, EngineBase, EngineOptions, Precision, check_inputs
+from stylegen_trt.engines.base import (
+    NUMPY_DTYPES, DeviceValue, EngineBase, EngineOptions, Precision, StaticShapes, Value, check_inputs,
+)
 from stylegen_trt.errors import UserError
 from stylegen_trt.files import atomic_write_bytes
-from stylegen_trt.spec import GraphSpec, bind_axes, resolve_shape
+from stylegen_trt.spec import AxisRange, GraphSpec, bind_axes, branch_chunk, resolve_shape
 
 log = logging.getLogger(__name__)
 polygraphy_log = logging.getLogger("stylegen_trt.polygraphy")
@@ -76,6 +92,9 @@ FP16_CONVERTER_VERSION = 1  # bump when the conversion below changes: it is part
 EXTERNAL_DATA_BYTES = 1 << 30  # converted graphs with more weights than this keep them in <file>.data
 # cudaDeviceGetAttribute attributes (CUDA runtime API, cudaDeviceAttr)
 _COMPUTE_MAJOR, _COMPUTE_MINOR = 75, 76
+_MEMCPY_D2D = ctypes.c_int(3)  # cudaMemcpyDeviceToDevice
+_CAPTURE_MODE_THREAD_LOCAL = 1  # cudaStreamCaptureModeThreadLocal: other threads' CUDA calls are not affected
+CUDA_GRAPH_GRAPHS = frozenset({"unet"})  # --cuda-graph captures the UNet step (the call made every step)
 
 Shapes = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
@@ -192,10 +211,48 @@ def timing_cache_name(fields: dict) -> str:
     return f"timing-{slug}.cache"
 
 
-def profile_shapes(spec: GraphSpec) -> dict[str, Shapes]:
-    """Input name -> (min, opt, max) shapes: one TensorRT optimisation profile from the contract."""
+def runtime_axes(spec: GraphSpec, static: StaticShapes | None = None) -> dict[str, AxisRange]:
+    """The contract's axis ranges with opt at what the runtime sends: the text encoder one prompt per
+    call (``text_batch`` 1), the branch its chunk of timesteps at the opt latent size
+    (``spec.branch_chunk``). ``static``: min = opt = max at one size (images with CFG, one style), except
+    ``branch_steps`` whose last chunk may be shorter (1 .. chunk, opt = chunk)."""
+    axes = dict(spec.axes)
+
+    def fix(name: str, lo: int, opt: int, hi: int) -> None:
+        r = spec.axes.get(name)
+        if r is None:
+            return
+        if not r.min <= lo <= hi <= r.max:
+            raise UserError(f"--static: {name} {lo if lo == hi else f'{lo}..{hi}'} is outside the {spec.name} graph's "
+                            f"range {r.min}..{r.max}: choose another --height/--width/--n")
+        axes[name] = AxisRange(lo, min(max(opt, lo), hi), hi)
+
+    if "text_batch" in axes:
+        fix("text_batch", axes["text_batch"].min, 1, axes["text_batch"].max)
+    if static is not None:
+        for name, value in (("latent_h", static.latent_h), ("latent_w", static.latent_w),
+                            ("unet_batch", 2 * static.images), ("residual_batch", 1), ("text_batch", 1),
+                            ("image_batch", 1), ("style_batch", 1)):
+            fix(name, value, value, value)
+    if "branch_steps" in axes:
+        h, w = (axes[a].opt if a in axes else 1 for a in ("latent_h", "latent_w"))
+        chunk = branch_chunk(spec, h, w)
+        r = axes["branch_steps"]
+        fix("branch_steps", 1 if static else r.min, chunk, chunk if static else r.max)
+    return axes
+
+
+def profile_shapes(spec: GraphSpec, static: StaticShapes | None = None) -> dict[str, Shapes]:
+    """Input name -> (min, opt, max) shapes: one TensorRT optimisation profile (``runtime_axes``)."""
+    import dataclasses
+
+    spec = dataclasses.replace(spec, axes=runtime_axes(spec, static))
     points = [spec.shapes(p) for p in ("min", "opt", "max")]
     return {name: (points[0][name], points[1][name], points[2][name]) for name in spec.input_names}
+
+
+def is_static(profile: Mapping[str, Shapes]) -> bool:
+    return all(lo == hi for lo, _, hi in profile.values())
 
 
 def graph_precision(spec: GraphSpec, precision: Precision) -> str:
@@ -230,8 +287,9 @@ def build_recipe(precision: str, tensorrt_version: str) -> dict:
 
 
 def engine_fields(files: Mapping[str, str], spec: GraphSpec, recipe: dict, tensorrt_version: str,
-                  device: CudaDevice, polygraphy_version: str) -> dict:
-    """Everything a built engine depends on: the cache key is a hash of this."""
+                  device: CudaDevice, polygraphy_version: str, static: StaticShapes | None = None) -> dict:
+    """Everything a built engine depends on: the cache key is a hash of this (the profile covers
+    ``static``; it is recorded as well)."""
     return {
         "graph_files": dict(files),
         "tensorrt": tensorrt_version,
@@ -240,7 +298,8 @@ def engine_fields(files: Mapping[str, str], spec: GraphSpec, recipe: dict, tenso
         "compute_capability": device.compute_capability,
         "precision": recipe["precision"],
         "recipe": recipe,
-        "profile": {name: [list(s) for s in shapes] for name, shapes in profile_shapes(spec).items()},
+        "profile": {name: [list(s) for s in shapes] for name, shapes in profile_shapes(spec, static).items()},
+        "static": None if static is None else [static.latent_h, static.latent_w, static.images],
     }
 
 
@@ -347,16 +406,17 @@ def fp16_onnx(onnx_path: Path, files: Mapping[str, str], work_root: Path) -> Pat
 
 
 def build_engine_bytes(onnx_path: Path, spec: GraphSpec, recipe: dict, timing_cache: Path | None,
-                       label: str | None = None) -> bytes:
+                       label: str | None = None, profile: Mapping[str, list] | None = None) -> bytes:
     """Parse ``onnx_path`` (already fp16 where the recipe says so) and build a serialized engine for the
     contract's profile. Every failure is one UserError line."""
     trt = require_tensorrt()
     require_polygraphy()
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
 
+    shapes = profile if profile is not None else profile_shapes(spec)
     profile = Profile()
-    for name, (lo, opt, hi) in profile_shapes(spec).items():
-        profile.add(name, min=lo, opt=opt, max=hi)
+    for name, (lo, opt, hi) in shapes.items():
+        profile.add(name, min=tuple(lo), opt=tuple(opt), max=tuple(hi))
     parser_flags = [getattr(trt.OnnxParserFlag, f) for f in recipe["parser_flags"] if hasattr(trt.OnnxParserFlag, f)]
     # TensorRT 11 networks are always strongly typed (the flag is kept there, deprecated and ignored): ask for it
     # only where the bindings still have it, so a release that drops it still builds
@@ -381,8 +441,8 @@ def build_plan(onnx_path: Path, files: Mapping[str, str], spec: GraphSpec, field
     recipe = fields["recipe"]
     if recipe["fp16_onnx"]:
         return build_engine_bytes(fp16_onnx(onnx_path, files, work_root), spec, recipe, timing_cache,
-                                  label=f"{onnx_path.name} (converted to fp16)")
-    return build_engine_bytes(onnx_path, spec, recipe, timing_cache)
+                                  label=f"{onnx_path.name} (converted to fp16)", profile=fields["profile"])
+    return build_engine_bytes(onnx_path, spec, recipe, timing_cache, profile=fields["profile"])
 
 
 def build_into(entry: Path, onnx_path: Path, files: Mapping[str, str], spec: GraphSpec, fields: dict,
@@ -400,8 +460,10 @@ def build_into(entry: Path, onnx_path: Path, files: Mapping[str, str], spec: Gra
 def describe_fields(fields: dict) -> str:
     """One line for logs and `build`'s report."""
     typing = "strongly typed" if fields["recipe"]["strongly_typed"] else "weakly typed"
+    static = fields.get("static")
+    shapes = f", static {static[0]}x{static[1]} latent x{static[2]}" if static else ""
     return (f"TensorRT {fields['tensorrt']}, {fields['device']} (sm {fields['compute_capability']}), "
-            f"{fields['precision']}, {typing}")
+            f"{fields['precision']}, {typing}{shapes}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -444,29 +506,233 @@ def check_tensor_table(table: Mapping[str, tuple[str, str]], spec: GraphSpec) ->
                         "delete its engine cache entry and rebuild, or re-export the bundle")
 
 
+class _Block:
+    """A device allocation owned by DeviceValues: freed when the last of them goes."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __del__(self):
+        try:
+            self.array.free()
+        except Exception:  # noqa: BLE001 - interpreter shutdown, or the runtime already gone
+            pass
+
+
+class TrtMemory:
+    """DeviceValues in CUDA device memory (polygraphy's DeviceArray); copies through polygraphy's wrapper."""
+
+    kind = "trt:cuda"
+
+    def __init__(self, cuda):
+        self._cuda = cuda
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> DeviceValue:
+        from polygraphy.datatype import DataType
+
+        array = self._cuda.DeviceArray(tuple(shape), DataType.from_dtype(np.dtype(dtype)))
+        return DeviceValue(array.ptr, tuple(shape), np.dtype(dtype), _Block(array), self)
+
+    def upload(self, array: np.ndarray) -> DeviceValue:
+        host = np.ascontiguousarray(array)
+        value = self.empty(host.shape, host.dtype)
+        value.owner.array.copy_from(host)
+        return value
+
+    def download(self, value: DeviceValue) -> np.ndarray:
+        from polygraphy.datatype import DataType
+
+        host = np.empty(value.shape, value.dtype)
+        self._cuda.DeviceView(value.ptr, value.shape, DataType.from_dtype(value.dtype)).copy_to(host)
+        return host
+
+    def copy_into(self, dst_ptr: int, src: DeviceValue, stream_ptr: int | None = None) -> None:
+        if src.nbytes:
+            self._cuda.wrapper().memcpy(dst_ptr, src.ptr, src.nbytes, _MEMCPY_D2D, stream_ptr)
+
+    def concat(self, values) -> DeviceValue:
+        out = self.empty((sum(v.shape[0] for v in values), *values[0].shape[1:]), values[0].dtype)
+        offset = 0
+        for v in values:
+            self.copy_into(out.ptr + offset, v)
+            offset += v.nbytes
+        return out
+
+
+class PinnedHost:
+    """Page-locked host buffers by name, reused across runs (cudaMallocHost / cudaFreeHost through
+    libcudart; polygraphy's wrapper allocates no host memory). Where page-locked memory cannot be had,
+    ordinary NumPy memory (copies are then staged by the driver: slower, same results)."""
+
+    def __init__(self, lib):
+        self._lib = lib
+        self._blocks: dict[str, tuple[int, int]] = {}  # name -> (address, bytes)
+        self._pageable: dict[str, np.ndarray] = {}
+        self.pinned = hasattr(lib, "cudaMallocHost") and hasattr(lib, "cudaFreeHost")
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        if self.pinned:
+            ptr, size = self._blocks.get(name, (0, 0))
+            if size < nbytes:
+                self._free(name)
+                out = ctypes.c_void_p()
+                status = self._lib.cudaMallocHost(ctypes.byref(out), ctypes.c_size_t(nbytes))
+                if status != 0 or not out.value:
+                    log.warning("cudaMallocHost(%d) failed (error %s): host copies use pageable memory", nbytes, status)
+                    self.pinned = False
+                    return self.array(name, shape, dtype)
+                ptr, size = self._blocks[name] = (out.value, nbytes)
+            raw = (ctypes.c_char * nbytes).from_address(ptr)
+            return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape, dtype=np.int64))).reshape(shape)
+        buffer = self._pageable.get(name)
+        if buffer is None or buffer.nbytes < nbytes:
+            buffer = self._pageable[name] = np.empty(nbytes, np.uint8)
+        return buffer[:int(np.prod(shape, dtype=np.int64)) * dtype.itemsize].view(dtype).reshape(shape)
+
+    def _free(self, name: str) -> None:
+        ptr, _ = self._blocks.pop(name, (0, 0))
+        if ptr:
+            self._lib.cudaFreeHost(ctypes.c_void_p(ptr))
+
+    def free(self) -> None:
+        for name in list(self._blocks):
+            self._free(name)
+        self._pageable.clear()
+
+
+def _check_cuda(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"{what} failed with CUDA error {status}")
+
+
+class CudaGraph:
+    """One captured TensorRT execution (``execute_async_v3`` on ``stream``), replayed with cudaGraphLaunch.
+
+    The CUDA runtime calls are made through ctypes on libcudart, as NVIDIA's demo/Diffusion does through
+    cuda-python: cudaStreamBeginCapture, cudaStreamEndCapture, cudaGraphInstantiateWithFlags (CUDA 11.4+
+    and 12; plain cudaGraphInstantiate changed its signature in 12), cudaGraphLaunch."""
+
+    def __init__(self, lib, context, stream_ptr: int):
+        self._lib, self.exec, self.graph = lib, ctypes.c_void_p(), ctypes.c_void_p()
+        stream = ctypes.c_void_p(stream_ptr)
+        _check_cuda(lib.cudaStreamBeginCapture(stream, ctypes.c_int(_CAPTURE_MODE_THREAD_LOCAL)), "cudaStreamBeginCapture")
+        ok = context.execute_async_v3(stream_ptr)
+        status = lib.cudaStreamEndCapture(stream, ctypes.byref(self.graph))
+        if not ok:
+            self.close()
+            raise RuntimeError("TensorRT execution failed while capturing a CUDA graph")
+        _check_cuda(status, "cudaStreamEndCapture")
+        _check_cuda(lib.cudaGraphInstantiateWithFlags(ctypes.byref(self.exec), self.graph, ctypes.c_ulonglong(0)),
+                    "cudaGraphInstantiateWithFlags")
+        self.launches = 0
+
+    def launch(self, stream_ptr: int) -> None:
+        _check_cuda(self._lib.cudaGraphLaunch(self.exec, ctypes.c_void_p(stream_ptr)), "cudaGraphLaunch")
+        self.launches += 1
+
+    def close(self) -> None:
+        if self.exec.value:
+            self._lib.cudaGraphExecDestroy(self.exec)
+            self.exec = ctypes.c_void_p()
+        if self.graph.value:
+            self._lib.cudaGraphDestroy(self.graph)
+            self.graph = ctypes.c_void_p()
+
+
+def create_context(engine, trt):
+    """An execution context without activation memory of its own: TensorRT 10/11's
+    ``create_execution_context(ExecutionContextAllocationStrategy.USER_MANAGED)``, or 10.0's
+    ``create_execution_context_without_device_memory()`` where the strategy enum is absent."""
+    strategy = getattr(getattr(trt, "ExecutionContextAllocationStrategy", None), "USER_MANAGED", None)
+    if strategy is not None:
+        return engine.create_execution_context(strategy)
+    return engine.create_execution_context_without_device_memory()
+
+
+def activation_bytes(engine) -> int:
+    """The activation memory an engine's context needs: ``device_memory_size_v2`` (10.x since 10.1, 11.x),
+    else ``device_memory_size`` (deprecated in 10.x)."""
+    for attr in ("device_memory_size_v2", "device_memory_size"):
+        if hasattr(engine, attr):
+            return int(getattr(engine, attr))
+    raise RuntimeError("this TensorRT reports no activation memory size (device_memory_size[_v2])")
+
+
+def set_activation_memory(context, ptr: int, nbytes: int) -> None:
+    """``context.set_device_memory(ptr, size)`` (10.1+, 11.x), else 10.0's ``context.device_memory = ptr``."""
+    if hasattr(context, "set_device_memory"):
+        context.set_device_memory(ptr, nbytes)
+    else:
+        context.device_memory = ptr
+
+
 class TrtEngine(EngineBase):
     """One TensorRT engine and its execution context; device buffers are kept and grown between runs,
-    host outputs are fresh arrays every run (never views of buffers the next run overwrites)."""
+    host outputs are fresh arrays every run (never views of buffers the next run overwrites), outputs
+    kept on the device are fresh device buffers owned by the DeviceValues returned."""
 
     name = "trt"
 
-    def __init__(self, engine, spec: GraphSpec, device: CudaDevice, runtime=None, cuda=None, trt=None):
+    def __init__(self, engine, spec: GraphSpec, device: CudaDevice, runtime=None, cuda=None, trt=None,
+                 precision: str = "fp16", static: StaticShapes | None = None, cuda_graph: bool = False):
         if cuda is None:  # polygraphy's CUDA runtime wrapper (ctypes; no torch, no cuda-python)
             from polygraphy import cuda
         self._cuda = cuda
         self.spec = spec
         self.device = f"cuda:{device.index}"
+        self.precision = precision
+        self._static = static
         self._buffers: dict[str, object] = {}
         self._stream = None
         self._context = None
-        check_tensor_table(tensor_table(engine, trt or require_tensorrt()), spec)
+        self._activation = None
+        self._pinned = None
+        self._graph: CudaGraph | None = None
+        trt = trt or require_tensorrt()
+        check_tensor_table(tensor_table(engine, trt), spec)
         self._runtime = runtime  # TensorRT wants the runtime to outlive the engines it deserialised
         self._engine = engine
-        self._context = engine.create_execution_context()
+        self._context = create_context(engine, trt)
         if self._context is None:
             raise RuntimeError(f"{spec.name}: TensorRT could not create an execution context (out of GPU memory?)")
+        self.activation_bytes = activation_bytes(engine)
+        self._set_activation(self._own_block(self.activation_bytes))
         self._stream = cuda.Stream()
+        self._lib = cuda.wrapper().handle
+        self._pinned = PinnedHost(self._lib)
+        self.memory = TrtMemory(cuda)
         self._dtypes = {t.name: np.dtype(NUMPY_DTYPES[t.dtype]) for t in (*spec.inputs, *spec.outputs)}
+        self._use_graph = cuda_graph and spec.name in CUDA_GRAPH_GRAPHS
+        self._graph_runs = 0
+        self._graph_inputs: dict[str, tuple[int, object]] = {}  # name -> (ptr, owner) last copied in
+
+    def _own_block(self, nbytes: int):
+        return self._cuda.DeviceArray.raw((nbytes,)) if nbytes else None
+
+    def _set_activation(self, block) -> None:
+        """Point the context at ``block`` (this engine's own, or a pipeline's shared one)."""
+        if self._activation is not None and self._activation is not block and getattr(self, "_owns_activation", True):
+            self._activation.free()
+        self._activation = block
+        if block is not None:
+            set_activation_memory(self._context, block.ptr, block.allocated_nbytes)
+        self._drop_graph()  # a captured graph holds the old addresses
+
+    @classmethod
+    def link(cls, engines) -> None:
+        """One activation block, of the largest size, for all engines of a pipeline (they run one at a
+        time: every run ends with a synchronisation), instead of one block each."""
+        engines = [e for e in engines if e._context is not None]
+        if len(engines) < 2:
+            return
+        nbytes = max(e.activation_bytes for e in engines)
+        shared = engines[0]._own_block(nbytes)
+        for e in engines:
+            e._set_activation(shared)
+            e._owns_activation = False
+        engines[0]._shared_activation = shared  # freed by the first engine's close
 
     @classmethod
     def cache_fields(cls, files: Mapping[str, str], spec: GraphSpec, options: EngineOptions) -> dict:
@@ -475,13 +741,17 @@ class TrtEngine(EngineBase):
         trt = require_tensorrt()
         polygraphy = require_polygraphy()
         recipe = build_recipe(graph_precision(spec, options.precision), trt.__version__)
-        return engine_fields(files, spec, recipe, trt.__version__, cuda_device(0), polygraphy.__version__)
+        return engine_fields(files, spec, recipe, trt.__version__, cuda_device(0), polygraphy.__version__, options.static)
 
     @classmethod
     def open(cls, onnx_path: Path, spec: GraphSpec, files: Mapping[str, str], cache_root: Path | None,
              options: EngineOptions) -> "TrtEngine":
         trt = require_tensorrt()
         fields = cls.cache_fields(files, spec, options)
+        if options.cuda_graph and spec.name in CUDA_GRAPH_GRAPHS and not is_static(
+                {k: tuple(map(tuple, v)) for k, v in fields["profile"].items()}):
+            raise UserError("--cuda-graph needs static engines: add --static (engines built for one --height, "
+                            "--width and --n with `stylegen-trt build --static`)")
         if cache_root is None:
             with tempfile.TemporaryDirectory(prefix="stylegen-trt-") as work:
                 plan = build_plan(onnx_path, files, spec, fields, Path(work), None)
@@ -504,7 +774,8 @@ class TrtEngine(EngineBase):
         if engine is None:
             raise UserError(f"TensorRT could not deserialize the {spec.name} engine: delete "
                             f"{cache_root / 'trt' if cache_root else 'the engine cache'} and rebuild")
-        return cls(engine, spec, cuda_device(0), runtime, trt=trt)
+        return cls(engine, spec, cuda_device(0), runtime, trt=trt, precision=fields["precision"],
+                   static=options.static, cuda_graph=options.cuda_graph)
 
     def _device_buffer(self, name: str, shape: tuple[int, ...]):
         from polygraphy.datatype import DataType
@@ -518,19 +789,51 @@ class TrtEngine(EngineBase):
         if not self._context.set_tensor_address(name, ptr):
             raise RuntimeError(f"{self.spec.name}: TensorRT refused the address of {name}")
 
+    def to_device(self, array: np.ndarray) -> DeviceValue:
+        return self.memory.upload(array)
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run_device(inputs)
+
+    def _set_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        if self._context.set_input_shape(name, shape):
+            return
+        if self._static is not None:
+            s = self._static
+            raise UserError(f"the static {self.spec.name} engine takes other shapes than {name} {tuple(shape)} (built for "
+                            f"a {s.latent_h}x{s.latent_w} latent, {s.images} image(s) with guidance > 1): drop --static, "
+                            "or build and generate at one --height/--width/--n")
+        raise ValueError(f"{self.spec.name}: TensorRT refused shape {tuple(shape)} for {name}")
+
+    def run_device(self, inputs: Mapping[str, Value], keep=()) -> dict[str, Value]:
         check_inputs(self.spec, inputs)
         axes: dict[str, int] = {}
         for t in self.spec.inputs:
-            bind_axes(t, inputs[t.name].shape, axes)
-        staged = []  # host inputs must outlive their asynchronous copies
+            bind_axes(t, tuple(inputs[t.name].shape), axes)
+        stream = self._stream
+        held = []  # DeviceValues bound by address must outlive the run
+        graph = self._use_graph
         for name in self.spec.input_names:
-            host = np.ascontiguousarray(inputs[name])
-            staged.append(host)
-            if not self._context.set_input_shape(name, host.shape):
-                raise ValueError(f"{self.spec.name}: TensorRT refused shape {host.shape} for {name}")
-            buffer = self._device_buffer(name, host.shape)
-            buffer.copy_from(host, self._stream)
+            value = inputs[name]
+            shape = tuple(value.shape)
+            self._set_shape(name, shape)
+            if isinstance(value, DeviceValue) and value.memory.kind == self.memory.kind:
+                if not graph:  # bound where it is: no copy at all
+                    held.append(value)
+                    self._bind(name, value.ptr)
+                    continue
+                buffer = self._device_buffer(name, shape)  # a graph replays fixed addresses: copy in on the device
+                if self._graph_inputs.get(name) != (value.ptr, value.owner) or self._graph is None:
+                    self.memory.copy_into(buffer.ptr, value, stream.ptr)
+                    self._graph_inputs[name] = (value.ptr, value.owner)
+                self._bind(name, buffer.ptr)
+                continue
+            host = value.numpy() if isinstance(value, DeviceValue) else value
+            staged = self._pinned.array(name, shape, self._dtypes[name])
+            np.copyto(staged, host, casting="no")
+            buffer = self._device_buffer(name, shape)
+            buffer.copy_from(staged, stream)
+            self._graph_inputs.pop(name, None)
             self._bind(name, buffer.ptr)
         outputs = {}
         for t in self.spec.outputs:
@@ -545,22 +848,73 @@ class TrtEngine(EngineBase):
             if shape != expected:
                 raise RuntimeError(f"{self.spec.name}: TensorRT gives {t.name} the shape {shape}, the contract says "
                                    f"{expected}")
-            buffer = self._device_buffer(t.name, shape)
-            self._bind(t.name, buffer.ptr)
-            outputs[t.name] = (np.empty(shape, self._dtypes[t.name]), buffer)
-        if not self._context.execute_async_v3(self._stream.ptr):
+            if t.name in keep and not graph:
+                value = self.memory.empty(shape, self._dtypes[t.name])  # handed out: its own buffer
+                self._bind(t.name, value.ptr)
+                outputs[t.name] = value
+            else:
+                buffer = self._device_buffer(t.name, shape)
+                self._bind(t.name, buffer.ptr)
+                outputs[t.name] = buffer
+        self._execute()
+        result: dict[str, Value] = {}
+        for name, out in outputs.items():
+            if isinstance(out, DeviceValue):
+                result[name] = out
+            elif name in keep:  # a graph's fixed output buffer: copied out on the device
+                value = self.memory.empty(tuple(out.shape), self._dtypes[name])
+                self._cuda.wrapper().memcpy(value.ptr, out.ptr, value.nbytes, _MEMCPY_D2D, stream.ptr)
+                result[name] = value
+            else:
+                staged = self._pinned.array(name, tuple(out.shape), self._dtypes[name])
+                out.copy_to(staged, stream)
+                result[name] = staged
+        stream.synchronize()
+        del held
+        return {name: np.array(v, copy=True) if isinstance(v, np.ndarray) else v for name, v in result.items()}
+
+    def _execute(self) -> None:
+        stream_ptr = self._stream.ptr
+        if self._use_graph:
+            self._graph_runs += 1
+            if self._graph is None and self._graph_runs >= 2:  # the first run was the warm-up
+                try:
+                    self._graph = CudaGraph(self._lib, self._context, stream_ptr)
+                except (RuntimeError, AttributeError) as exc:
+                    log.warning("%s: CUDA graph capture failed (%s): running without it", self.spec.name, exc)
+                    self._use_graph = False
+            if self._graph is not None:
+                self._graph.launch(stream_ptr)
+                return
+        if not self._context.execute_async_v3(stream_ptr):
             raise RuntimeError(f"{self.spec.name}: TensorRT execution failed (run with -v for TensorRT's log)")
-        for host, buffer in outputs.values():
-            buffer.copy_to(host, self._stream)
-        self._stream.synchronize()
-        return {name: host for name, (host, _) in outputs.items()}
+
+    def _drop_graph(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+            self._graph_runs = 0
+
+    @property
+    def graph_launches(self) -> int:
+        return self._graph.launches if self._graph is not None else 0
 
     def close(self) -> None:
+        self._drop_graph()
         for buffer in self._buffers.values():
             buffer.free()
         self._buffers.clear()
+        if self._pinned is not None:
+            self._pinned.free()
+            self._pinned = None
+        if self._activation is not None and getattr(self, "_owns_activation", True):
+            self._activation.free()
+        shared = getattr(self, "_shared_activation", None)
+        if shared is not None:
+            shared.free()
+            self._shared_activation = None
+        self._activation = None
         if self._stream is not None:
             self._stream.free()
             self._stream = None
         self._context = self._engine = self._runtime = None
-
