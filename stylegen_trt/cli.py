@@ -43,8 +43,9 @@ def check_memory(memory: str) -> None:
 
 
 def engine_options(backend: str = "ort", precision: str = "auto", device: str = "auto", threads: Optional[int] = None,
-                   memory: str = "fast"):
-    """EngineOptions from command-line values, each checked against its Literal."""
+                   memory: str = "fast", static=None, cuda_graph: bool = False):
+    """EngineOptions from command-line values, each checked against its Literal. ``static``: the
+    StaticShapes of `--static` (see ``static_shapes``)."""
     from typing import get_args
 
     from stylegen_trt.engines.base import Backend, Device, EngineOptions, Precision
@@ -56,7 +57,27 @@ def engine_options(backend: str = "ort", precision: str = "auto", device: str = 
     check_memory(memory)
     if threads is not None and threads < 1:
         fail("--threads must be >= 1")
-    return EngineOptions(backend=backend, device=device, threads=threads, memory=memory, precision=precision)
+    if (static is not None or cuda_graph) and backend != "trt":
+        fail("--static and --cuda-graph are TensorRT options: add --backend trt")
+    return EngineOptions(backend=backend, device=device, threads=threads, memory=memory, precision=precision,
+                         static=static, cuda_graph=cuda_graph)
+
+
+def static_shapes(manifest: dict, height: Optional[int], width: Optional[int], n: int):
+    """StaticShapes for engines built for exactly one image size (default: the bundle's native size)
+    and ``n`` images per generation, checked against the bundle's sizes."""
+    from stylegen_trt.engines.base import StaticShapes
+
+    sizes = manifest["sizes"]
+    height, width = height or sizes["native"], width or sizes["native"]
+    for label, value in (("height", height), ("width", width)):
+        if value % sizes["multiple"] or not sizes["min"] <= value <= sizes["max"]:
+            fail(f"--{label} {value} must be a multiple of {sizes['multiple']} in {sizes['min']}..{sizes['max']} "
+                 "for this bundle")
+    if not 1 <= n <= sizes["max_images"]:
+        fail(f"--n must be between 1 and {sizes['max_images']} for this bundle, got {n}")
+    f = manifest["latent"]["vae_scale_factor"]
+    return StaticShapes(height // f, width // f, n)
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -221,6 +242,9 @@ def generate(
                                "(lower peak memory, slower)"),
     backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU)"),
     precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
+    static: bool = typer.Option(False, "--static", help="trt: engines built for exactly this --height/--width/--n "
+                                "(`build --static`), guidance > 1"),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="trt: replay the UNet step as a CUDA graph (implies --static)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Generate images from a prompt in the style of the given images."""
@@ -232,7 +256,7 @@ def generate(
     from stylegen_trt.runtime.pipeline import StylePipeline, check_request
     from stylegen_trt.runtime.requests import build_request, load_latents
 
-    options = engine_options(backend, precision, device, threads, memory)
+    options = engine_options(backend, precision, device, threads, memory, cuda_graph=cuda_graph)
     if out.suffix.lower() != ".png":
         fail(f"--out {out} must end in .png")
     if out.exists() and out.is_dir():
@@ -247,6 +271,14 @@ def generate(
     check_request(request, b.manifest)  # before opening engines: bad input fails fast
     for path in style:
         read_image_file(path)
+    if static or cuda_graph:
+        import dataclasses
+
+        from stylegen_trt.runtime.pipeline import resolve_size
+
+        h, w = resolve_size(request, b.manifest)
+        options = dataclasses.replace(options, static=static_shapes(b.manifest, h, w, len(request.prompts)))
+        engine_options(options.backend, static=options.static)  # --static is TensorRT's
     with StylePipeline(b, options) as pipe:
         with Progress(transient=True) as progress:
             task = progress.add_task("denoising", total=request.steps)
@@ -272,6 +304,10 @@ def build(
     precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     graph: List[str] = typer.Option([], "--graph", help="Only these graphs (repeatable; default: all five)."),
+    static: bool = typer.Option(False, "--static", help="trt: engines for exactly one size: profile min = opt = max"),
+    height: Optional[int] = typer.Option(None, "--height", help="With --static [default: the bundle's native size]"),
+    width: Optional[int] = typer.Option(None, "--width", help="With --static [default: the bundle's native size]"),
+    n: int = typer.Option(1, "--n", help="With --static: images per generation (UNet batch 2n: guidance > 1)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Build (or check) the engines of a bundle ahead of time, into <bundle>/engines/<backend>/<key>/
@@ -290,7 +326,11 @@ def build(
     unknown = sorted(set(graph) - set(GRAPH_NAMES))
     if unknown:
         fail(f"unknown --graph {', '.join(unknown)}: choose from {', '.join(GRAPH_NAMES)}")
+    if not static and (height is not None or width is not None or n != 1):
+        fail("--height, --width and --n go with --static")
     b = open_bundle(_bundle_or_demo(bundle))
+    if static:
+        options = engine_options(backend, precision, device, static=static_shapes(b.manifest, height, width, n))
     root = b.engine_cache_root()
     for name in graph or GRAPH_NAMES:
         fields = cache_fields(b.graph_path(name), b.graphs[name], b.graph_files(name), options)
@@ -317,6 +357,7 @@ def verify(
     steps: int = typer.Option(10, "--steps", help="Steps of the end-to-end comparison."),
     seed: int = typer.Option(0, "--seed"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure here as JSON."),
+    static: bool = typer.Option(False, "--static", help="trt: the static engines of the bundle's native size, 1 image"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Compare a backend's engines with the fp32 ONNX reference (ONNX Runtime, CPU, no graph rewrites).
@@ -338,6 +379,8 @@ def verify(
     if json_out is not None:
         check_output_location(json_out)
     b = open_bundle(_bundle_or_demo(bundle))
+    if static:
+        options = engine_options(backend, precision, device, static=static_shapes(b.manifest, None, None, 1))
     with tempfile.TemporaryDirectory() as tmp:
         if style is None:
             style = Path(tmp) / "swatch.png"
@@ -606,6 +649,12 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure here as JSON."),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write a RESULTS.md-style report here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Stage-breakdown PNG (default with --markdown: beside it)."),
+    backend: str = typer.Option("ort", "--backend", help="The runtime's backend: ort | trt. On a GPU (trt, or ort "
+                                "--device cuda) the PyTorch reference runs on CUDA in fp16."),
+    device: str = typer.Option("auto", "--device", help="The runtime's device: auto | cpu | cuda"),
+    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16"),
+    static: bool = typer.Option(False, "--static", help="trt: static engines at --size, 1 image"),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="trt: the UNet step as a CUDA graph (implies --static)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Time the runtime against the PyTorch eager reference on the same work; check they agree.
@@ -631,6 +680,18 @@ def bench(
     if threads is not None and threads < 1:
         fail("--threads must be >= 1")
     check_memory(memory)
+    engine_options(backend, precision, device, threads, memory, cuda_graph=cuda_graph)
+    if static and backend != "trt":
+        fail("--static and --cuda-graph are TensorRT options: add --backend trt")
+    if backend == "trt":  # before building any model: TensorRT and a GPU must be there
+        from stylegen_trt.engines.trt import cuda_device, require_tensorrt
+
+        require_tensorrt()
+        cuda_device(0)
+    elif device == "cuda":
+        from stylegen_trt.engines.ort import choose_providers
+
+        choose_providers("cuda")
     if style is not None and not style.is_file():
         fail(f"--style {style} not found: check the path")
     try:
@@ -641,7 +702,8 @@ def bench(
         prompt=prompt, negative=negative, style=style, scheduler=scheduler, steps=steps, guidance=guidance, seed=seed,
         size=size, threads=threads, memory=memory, repeats=repeats, warmup=warmup, overhead_steps=overhead_steps,
         quality=quality_runs, cold_repeats=cold_repeats, skip=frozenset(x.replace("-", "_") for x in skip),
-        tolerance=tolerance, gemm_size=gemm_size)
+        tolerance=tolerance, gemm_size=gemm_size, backend=backend, device=device, precision=precision,
+        static=static or cuda_graph, cuda_graph=cuda_graph)
     for out in (json_out, markdown_out, plot):
         if out is not None:
             check_output_location(out)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import json
+import os
 import re
 import sys
 import types
@@ -389,6 +390,11 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
                         if times:
                             bound.setdefault(times[1], s // int(times[2]))
 
+            bound.update(KNOWN_DIMS)
+            for image, latent in (("image_h", "latent_h"), ("image_w", "latent_w")):  # the VAE's upsampling
+                if latent in bound:
+                    bound.setdefault(image, bound[latent] * VAE_FACTOR)
+
             def resolve(d):
                 if isinstance(d, int) or d in bound:
                     return bound.get(d, d)
@@ -444,7 +450,8 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
                 values = self.compute(inputs)
             else:
                 level = sum(float(np.mean(v)) for v in inputs.values())
-                values = {name: np.full(shape, level, dtype) for name, shape, dtype in outs}
+                values = {name: np.full(shape, np.nan if name in NAN_OUTPUTS else level, dtype)
+                          for name, shape, dtype in outs}
             for name, shape, dtype in outs:
                 self._array(name, shape, dtype)[...] = values[name]
             self.executions += 1
@@ -454,6 +461,11 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
     return trt
 
 
+NAN_OUTPUTS = set(filter(None, os.environ.get("STUB_NAN", "").split(",")))  # outputs to fill with NaN
+VAE_FACTOR = 2  # image_h = latent_h x this (the demo bundle's VAE)
+# Output dims the exporter left symbolic but TensorRT's shape analysis resolves to constants: the demo style
+# encoder's S, resized to 64x64 inside the graph.
+KNOWN_DIMS = {"Unsqueezestyle_map_dim_2": 64, "Unsqueezestyle_map_dim_3": 64}
 ACTIVATION_BYTES = 4096  # what every stub engine says its context needs
 CAPTURING: dict[int, list] = {}  # stream handle -> executions recorded while it captures
 

@@ -75,7 +75,8 @@ def _workload(args):
 def _run_runtime(args) -> tuple[object, float]:
     from stylegen_trt.bench.runtime_side import RuntimeSide
 
-    side = RuntimeSide(Path(args.bundle), args.threads, args.memory)
+    side = RuntimeSide(Path(args.bundle), args.threads, args.memory, args.backend, args.device, args.precision,
+                       args.static, args.cuda_graph, size=args.size)
     ready = time.time()
     return side.run(_workload(args)).images, ready
 
@@ -86,7 +87,8 @@ def _run_torch(args) -> tuple[object, float]:
 
     model = BenchModel("cold-start", Path(args.bundle or "."), Path(args.base), Path(args.vgg) if args.vgg else None,
                        Path(args.branch) if args.branch else None)
-    side = TorchSide(model, args.threads, args.style_image_size)
+    side = TorchSide(model, args.threads, args.style_image_size,
+                     **({"device": "cuda", "dtype": "float16"} if args.backend == "trt" or args.device == "cuda" else {}))
     ready = time.time()
     return side.run(_workload(args)).images, ready
 
@@ -111,6 +113,11 @@ def child(argv: list[str] | None = None) -> dict:
     parser.add_argument("--latent-factor", type=int, default=8)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--memory", choices=("fast", "lean"), default="fast")
+    parser.add_argument("--backend", choices=("ort", "trt"), default="ort")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto")
+    parser.add_argument("--static", action="store_true")
+    parser.add_argument("--cuda-graph", action="store_true")
     parser.add_argument("--t0", type=float, help="the parent's time.time() just before starting this process")
     parser.add_argument("--out", help="save the images here (.npy) for the agreement check")
     args = parser.parse_args(argv)

@@ -70,6 +70,11 @@ class BenchSettings:
     tolerance: int = 2
     gemm_size: int = 2048
     gemm_repeats: int = 5
+    backend: str = "ort"  # the runtime's EngineOptions; on a GPU the reference runs on CUDA in fp16
+    device: str = "auto"
+    precision: str = "auto"
+    static: bool = False  # TensorRT: static engines at the run's size, 1 image
+    cuda_graph: bool = False
 
     def __post_init__(self):
         unknown = set(self.skip) - set(SECTIONS)
@@ -226,7 +231,10 @@ def cold_start(model: BenchModel, work: Workload, settings: BenchSettings, threa
               "--size", str(work.size), "--n", str(work.n), "--latent-factor", str(work.latent_factor), "--threads", str(threads)]
     if work.style is not None:
         common += ["--style", str(work.style)]
-    args = {"runtime": ["--bundle", str(model.bundle), "--memory", settings.memory, *common],
+    args = {"runtime": ["--bundle", str(model.bundle), "--memory", settings.memory, "--backend", settings.backend,
+                        "--device", settings.device, "--precision", settings.precision,
+                        *(["--static"] if settings.static else []), *(["--cuda-graph"] if settings.cuda_graph else []),
+                        *common],
             "torch": ["--base", str(model.base), "--style-image-size", str(style_image_size), *common,
                       *(["--vgg", str(model.vgg)] if model.vgg else []),
                       *(["--branch", str(model.branch)] if model.branch else [])]}
@@ -269,8 +277,11 @@ def in_process(model: BenchModel, runtime: RuntimeSide, work: Workload, settings
     from stylegen_trt.bench.torch_side import TorchSide  # torch only here: the runtime modules stay torch-free
 
     manifest = runtime.pipe.bundle.manifest
-    log.info("loading the PyTorch reference (%d threads)", threads)
-    torch_side = TorchSide(model, threads, manifest["style"]["image_size"])
+    device = runtime.device
+    log.info("loading the PyTorch reference (%d threads, %s)", threads, device)
+    # a runtime on a GPU is measured against PyTorch on that GPU in fp16, as a GPU user would run it
+    torch_side = TorchSide(model, threads, manifest["style"]["image_size"],
+                           **({"device": "cuda", "dtype": "float16"} if device.startswith("cuda") else {}))
     log.info("end to end: %d warm-up + %d timed rounds of %s-%d at %d px", settings.warmup, settings.repeats,
              work.scheduler, work.steps, work.size)
     e2e, stages, images = end_to_end(runtime, torch_side, work, settings)
@@ -308,6 +319,20 @@ def in_process(model: BenchModel, runtime: RuntimeSide, work: Workload, settings
     return sections, images
 
 
+def sides_of(settings: BenchSettings, runtime_device: str) -> dict:
+    """What each side ran on, for the report."""
+    if settings.backend == "ort" and not runtime_device.startswith("cuda"):
+        runtime = ("stylegen_trt StylePipeline on ONNX Runtime (CPU EP, opt level all, "
+                   f"memory {settings.memory}: CPU arena {'on' if settings.memory == 'fast' else 'off'})")
+    else:
+        runtime = (f"stylegen_trt StylePipeline on {'TensorRT' if settings.backend == 'trt' else 'ONNX Runtime CUDA EP'} "
+                   f"({runtime_device}, precision {settings.precision}{', static' if settings.static else ''}"
+                   f"{', CUDA graph' if settings.cuda_graph else ''})")
+    torch = ("TorchReference: diffusers/transformers modules + diffusers scheduler, "
+             + ("CUDA fp16" if runtime_device.startswith("cuda") else "eager fp32") + ", torch.no_grad")
+    return {"runtime": runtime, "torch": torch}
+
+
 def run_bench(model: BenchModel, settings: BenchSettings = BenchSettings(), command: str = "") -> dict:
     """Every figure of the benchmark as one JSON-able dict."""
     started = time.time()
@@ -319,8 +344,10 @@ def run_bench(model: BenchModel, settings: BenchSettings = BenchSettings(), comm
     with tempfile.TemporaryDirectory(prefix="stylegen-bench-") as tmp_name:
         tmp = Path(tmp_name)
         style = settings.style or write_swatch(tmp / "swatch.png")
-        log.info("opening the runtime (ONNX Runtime, %d threads)", threads)
-        runtime = RuntimeSide(model.bundle, threads, settings.memory)
+        log.info("opening the runtime (%s, %d threads)", settings.backend, threads)
+        runtime = RuntimeSide(model.bundle, threads, settings.memory, settings.backend, settings.device,
+                              settings.precision, settings.static, settings.cuda_graph, size=settings.size)
+        runtime_device = runtime.device
         try:
             manifest = runtime.pipe.bundle.manifest
             size = settings.size or manifest["sizes"]["native"]
@@ -360,10 +387,7 @@ def run_bench(model: BenchModel, settings: BenchSettings = BenchSettings(), comm
         "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("style", "skip")},
                      "style": str(settings.style) if settings.style else "procedural swatch (512x512 PNG)",
                      "skip": sorted(settings.skip), "size": size, "threads": threads, "n": work.n,
-                     "sides": {"runtime": "stylegen_trt StylePipeline on ONNX Runtime (CPU EP, opt level all, "
-                                          f"memory {settings.memory}: CPU arena {'on' if settings.memory == 'fast' else 'off'})",
-                               "torch": "TorchReference: diffusers/transformers modules + diffusers scheduler, "
-                                        "eager fp32, torch.no_grad"}},
+                     "sides": sides_of(settings, runtime_device)},
         "machine": info,
         **sections,
         "cold_start": cold,

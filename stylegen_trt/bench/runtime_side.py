@@ -1,4 +1,4 @@
-"""The runtime side of the benchmark: StylePipeline on ONNX Runtime. Must not import torch."""
+"""The runtime side of the benchmark: StylePipeline on ONNX Runtime or TensorRT. Must not import torch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from stylegen_trt.bench.workload import Run, Workload, stage_table
-from stylegen_trt.engines.base import EngineOptions
+from stylegen_trt.engines.base import EngineOptions, StaticShapes
 from stylegen_trt.runtime.bundle import open_bundle
 from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest
 
@@ -26,11 +26,20 @@ def request_of(work: Workload) -> GenerationRequest:
 class RuntimeSide:
     """An open pipeline; ``run`` times one generation and books its stages."""
 
-    def __init__(self, bundle: Path, threads: int, memory: str = "fast"):
-        self.pipe = StylePipeline(open_bundle(bundle), EngineOptions(threads=threads, memory=memory))
+    def __init__(self, bundle: Path, threads: int, memory: str = "fast", backend: str = "ort", device: str = "auto",
+                 precision: str = "auto", static: bool = False, cuda_graph: bool = False, size: int | None = None):
+        b = open_bundle(bundle)
+        shapes = None
+        if static or cuda_graph:  # static engines at the run's size, 1 image
+            latent = (size or b.manifest["sizes"]["native"]) // b.manifest["latent"]["vae_scale_factor"]
+            shapes = StaticShapes(latent, latent, 1)
+        options = EngineOptions(backend=backend, device=device, threads=threads, memory=memory, precision=precision,
+                                static=shapes, cuda_graph=cuda_graph)
+        self.pipe = StylePipeline(b, options)
         # No on-disk S cache: with caches cleared, every run computes S with the style encoder.
         self.pipe.style_cache.directory = None
         self.native_size = self.pipe.bundle.manifest["sizes"]["native"]
+        self.device = self.pipe.engines["unet"].engine.device  # "cpu", "cuda", "cuda:0"
 
     def run(self, work: Workload, cold: bool = True) -> Run:
         """One generation; ``cold`` drops the S and prompt caches first (end-to-end timing)."""

@@ -65,9 +65,22 @@ def load_torch_models(model: BenchModel, seed: int = 0):
 
 
 class TorchSide:
-    def __init__(self, model: BenchModel, threads: int, style_image_size: int):
+    """The reference, eager; ``device``/``dtype``: where it runs (the bench runs it on CUDA in fp16 when the
+    runtime's backend is on a GPU - written for GPU machines, not run on this project's)."""
+
+    def __init__(self, model: BenchModel, threads: int, style_image_size: int, device: str = "cpu",
+                 dtype: str = "float32"):
         torch.set_num_threads(threads)
         base, encoder, branch = load_torch_models(model)
+        torch_dtype = getattr(torch, dtype)
+        if device != "cpu" or torch_dtype != torch.float32:
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                from stylegen_trt.errors import UserError
+
+                raise UserError("the PyTorch reference on CUDA needs a torch built with CUDA and a visible GPU")
+            for module in (base.text_encoder, base.unet, base.vae, encoder, branch):
+                module.to(device, torch_dtype)
+        self.device, self.dtype = device, torch_dtype
         self.times = StageTimes()
         self.style_image_size = style_image_size
 
@@ -80,7 +93,7 @@ class TorchSide:
             vae=TimedMethod(base.vae, "decode", "vae_decoder", times))
         # TorchReference wraps base.unet (left untimed here) in a ResidualUNet; that one is timed below.
         self.reference = TorchReference(timed_base, TimedCall(encoder, "style_encoder", times),
-                                        TimedCall(branch, "style_branch", times))
+                                        TimedCall(branch, "style_branch", times), device=device, dtype=torch_dtype)
         self.reference.unet = TimedCall(self.reference.unet, "unet", times)
         self._times = times
 
@@ -97,5 +110,7 @@ class TorchSide:
             images = self.reference.generate(
                 work.prompt, latents, negative=work.negative, style_images=pixels, scheduler=work.scheduler,
                 steps=work.steps, guidance=work.guidance, rng=np.random.default_rng(work.seed))
+            if self.device.startswith("cuda"):
+                torch.cuda.synchronize()
             seconds = time.perf_counter() - start
         return Run(images, seconds, stage_table(self.times.seconds, self.times.calls, seconds))

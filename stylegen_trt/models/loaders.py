@@ -57,7 +57,7 @@ class BaseModel:
             prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
             truncation=True, return_tensors="pt",
         ).input_ids
-        return self.text_encoder(ids, return_dict=False)[0]
+        return self.text_encoder(ids.to(self.text_encoder.device), return_dict=False)[0]
 
 
 def load_base(sd_dir: str | Path) -> BaseModel:

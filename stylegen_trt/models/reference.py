@@ -36,7 +36,8 @@ def numpy_ddpm_noise(rng: np.random.Generator) -> Iterator[None]:
     original = scheduling_ddpm.randn_tensor
 
     def from_rng(shape, generator=None, device=None, dtype=None, **_):
-        return torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32)).to(dtype or torch.float32)
+        noise = torch.from_numpy(rng.standard_normal(tuple(shape), dtype=np.float32))
+        return noise.to(device=device or "cpu", dtype=dtype or torch.float32)
 
     scheduling_ddpm.randn_tensor = from_rng
     try:
@@ -50,14 +51,20 @@ class TorchReference:
     base: BaseModel
     style_encoder: StyleEncoder
     branch: StyleBranch
+    device: str = "cpu"  # the modules must already be there (the bench's GPU side: cuda, float16)
+    dtype: torch.dtype = torch.float32
 
     def __post_init__(self):
         self.unet = ResidualUNet(self.base.unet).eval()
 
+    def _tensor(self, value) -> torch.Tensor:
+        tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) else torch.as_tensor(value)
+        return tensor.to(self.device, self.dtype)
+
     @torch.no_grad()
     def style_map(self, style_images: list[np.ndarray], weights: list[float]) -> torch.Tensor:
         """S = sum w_i S_i from preprocessed (3, size, size) [0, 1] images."""
-        maps = [self.style_encoder(torch.from_numpy(img)[None]) for img in style_images]
+        maps = [self.style_encoder(self._tensor(img)[None]) for img in style_images]
         return sum(w * s for w, s in zip(weights, maps))
 
     @torch.no_grad()
@@ -70,23 +77,25 @@ class TorchReference:
         sched.set_timesteps(steps)
         ts = sched.timesteps
         cfg = guidance > 1.0
-        cond = self.base.encode_prompts([prompt]).repeat(n, 1, 1)
-        context = torch.cat([self.base.encode_prompts([negative]).repeat(n, 1, 1), cond]) if cfg else cond
+        cond = self.base.encode_prompts([prompt]).to(self.dtype).repeat(n, 1, 1)
+        context = torch.cat([self.base.encode_prompts([negative]).to(self.dtype).repeat(n, 1, 1), cond]) if cfg else cond
         zeros = None
         style = None
         if style_images:
             weights = weights or [1.0 / len(style_images)] * len(style_images)
             style = resize_style_map(self.style_map(list(style_images), list(weights)), *self.branch.style_map_size(h, w))
+            style = style.to(self.device, self.dtype)
         active = {int(t) for i, t in enumerate(ts) if window[0] * len(ts) <= i < window[1] * len(ts)}
-        x = torch.from_numpy(latents.astype(np.float32)) * sched.init_noise_sigma
+        x = self._tensor(latents.astype(np.float32)) * sched.init_noise_sigma
         with numpy_ddpm_noise(rng or np.random.default_rng(0)):
             for t in ts:
-                t_in = torch.tensor([float(t)])
+                t_in = self._tensor([float(t)])
                 if style is not None and int(t) in active:
-                    residuals = self.branch(style, t_in, torch.tensor([style_scale]))
+                    residuals = self.branch(style, t_in, self._tensor([style_scale]))
                 else:
                     if zeros is None:
-                        probe = self.branch(torch.zeros(1, 1, *self.branch.style_map_size(h, w)), t_in, torch.tensor([0.0]))
+                        probe = self.branch(self._tensor(np.zeros((1, 1, *self.branch.style_map_size(h, w)), np.float32)),
+                                            t_in, self._tensor([0.0]))
                         zeros = tuple(torch.zeros_like(r) for r in probe)
                     residuals = zeros
                 x_in = torch.cat([x, x]) if cfg else x
@@ -96,5 +105,5 @@ class TorchReference:
                     eps = eps_u + guidance * (eps_c - eps_u)
                 x = sched.step(eps, t, x).prev_sample
         image = self.base.vae.decode(x / self.base.latent_scale).sample
-        image = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        image = (image.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         return (image * 255).round().astype(np.uint8)
