@@ -737,33 +737,35 @@ def bench(
 
 
 def _serve_settings(bundle: Optional[Path], backend: str, device: str, threads: Optional[int], precision: str,
-                    max_batch: int, max_queue_delay_ms: float, instances: int, residual_cache_mb: int):
+                    max_batch: Optional[int], max_queue_delay_ms: float, instances: int, residual_cache_mb: int):
     """ServeSettings from command-line values; the bundle is checked now, so a bad one fails before Triton starts."""
     from stylegen_trt.runtime.bundle import open_bundle
     from stylegen_trt.serve.contract import ServeSettings
 
     engine_options(backend, precision, device, threads)
+    b = open_bundle(_bundle_or_demo(bundle))
+    if max_batch is None:  # what one UNet batch of the bundle holds (the pipeline splits larger batches)
+        max_batch = min(b.manifest["sizes"]["max_images"], MAX_SERVE_BATCH)
     for label, value, low in (("--max-batch", max_batch, 1), ("--instances", instances, 1),
                               ("--residual-cache-mb", residual_cache_mb, 0)):
         if value < low:
             fail(f"{label} must be >= {low}, got {value}")
     if not 0 <= max_queue_delay_ms <= 60_000:
         fail(f"--max-queue-delay-ms must be between 0 and 60000, got {max_queue_delay_ms}")
-    b = open_bundle(_bundle_or_demo(bundle))
-    if max_batch > b.manifest["sizes"]["max_images"]:
-        fail(f"--max-batch {max_batch} is over this bundle's {b.manifest['sizes']['max_images']} images per batch")
     return ServeSettings(bundle=None if bundle is None else bundle.resolve(), backend=backend, device=device,
                          threads=threads, precision=precision, max_batch=max_batch,
                          max_queue_delay_ms=max_queue_delay_ms, instances=instances,
                          residual_cache_mb=residual_cache_mb)
 
 
+MAX_SERVE_BATCH = 16  # a cap: every request of a batch waits for the whole batch
 _SERVE_OPTIONS = dict(
     backend=typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU)"),
     device=typer.Option("auto", "--device", help="auto | cpu | cuda"),
     threads=typer.Option(None, "--threads", help="Intra-op threads per model instance [default: all cores]"),
     precision=typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
-    max_batch=typer.Option(8, "--max-batch", help="Requests Triton hands one model call (they share UNet batches)."),
+    max_batch=typer.Option(None, "--max-batch", help="Requests Triton hands one model call (they share UNet "
+                           "batches) [default: the bundle's images per batch, at most 16]"),
     max_queue_delay_ms=typer.Option(5.0, "--max-queue-delay-ms", help="How long Triton may hold a request to "
                                     "fill a batch."),
     instances=typer.Option(1, "--instances", help="Model instances (each loads the engines; one per GPU or "
@@ -781,7 +783,7 @@ def serve(
     device: str = _SERVE_OPTIONS["device"],
     threads: Optional[int] = _SERVE_OPTIONS["threads"],
     precision: str = _SERVE_OPTIONS["precision"],
-    max_batch: int = _SERVE_OPTIONS["max_batch"],
+    max_batch: Optional[int] = _SERVE_OPTIONS["max_batch"],
     max_queue_delay_ms: float = _SERVE_OPTIONS["max_queue_delay_ms"],
     instances: int = _SERVE_OPTIONS["instances"],
     residual_cache_mb: int = _SERVE_OPTIONS["residual_cache_mb"],
@@ -827,7 +829,7 @@ def triton_repo(
     device: str = _SERVE_OPTIONS["device"],
     threads: Optional[int] = _SERVE_OPTIONS["threads"],
     precision: str = _SERVE_OPTIONS["precision"],
-    max_batch: int = _SERVE_OPTIONS["max_batch"],
+    max_batch: Optional[int] = _SERVE_OPTIONS["max_batch"],
     max_queue_delay_ms: float = _SERVE_OPTIONS["max_queue_delay_ms"],
     instances: int = _SERVE_OPTIONS["instances"],
     residual_cache_mb: int = _SERVE_OPTIONS["residual_cache_mb"],
@@ -853,7 +855,7 @@ def bench_serve(
     steps: Optional[int] = typer.Option(None, "--steps", help="[default: the bundle's]"),
     backend: str = _SERVE_OPTIONS["backend"],
     threads: Optional[int] = _SERVE_OPTIONS["threads"],
-    max_batch: int = _SERVE_OPTIONS["max_batch"],
+    max_batch: Optional[int] = _SERVE_OPTIONS["max_batch"],
     max_queue_delay_ms: float = _SERVE_OPTIONS["max_queue_delay_ms"],
     instances: int = _SERVE_OPTIONS["instances"],
     residual_cache_mb: int = _SERVE_OPTIONS["residual_cache_mb"],
