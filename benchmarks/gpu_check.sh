@@ -31,9 +31,7 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-python3}"
 export STYLEGEN_TRT_CACHE="$WORK/cache"
 LOGS="$WORK/logs"
-mkdir -p "$LOGS" "$STYLEGEN_TRT_CACHE"
 RESULTS="$WORK/stages.jsonl"
-: > "$RESULTS"
 
 # name | seconds allowed | command
 STAGES=(
@@ -58,6 +56,9 @@ if [ "$DRY_RUN" = 1 ]; then
     echo "total budget: ${total}s"
     exit 0
 fi
+
+mkdir -p "$LOGS" "$STYLEGEN_TRT_CACHE"
+: > "$RESULTS"
 
 json_string() { "$PY" -c 'import json, sys; print(json.dumps(sys.stdin.read()))'; }
 
