@@ -20,7 +20,8 @@ import numpy as np
 
 from stylegen_trt.metrics.stysim import StySim
 from stylegen_trt.runtime.images import read_image_file
-from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest
+from stylegen_trt.runtime.pipeline import StylePipeline
+from stylegen_trt.runtime.requests import build_request
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +110,12 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
             for start, chunk in chunks:
                 # one batch per chunk of prompts, seeded by its first prompt's index: guided and off
                 # share x_T and the sampler's noise, so they differ only by the branch
-                common = dict(prompt=tuple(chunk), scheduler=settings.scheduler, steps=settings.steps,
-                              guidance=settings.guidance, seed=seed + start, n=n)
-                guided = pipe.generate(GenerationRequest(**common, style=StyleRequest((style,), scale=settings.style_scale))).images
+                common = dict(scheduler=settings.scheduler, steps=settings.steps, guidance=settings.guidance,
+                              seed=seed + start, n=n, style_scale=settings.style_scale)
+                manifest = pipe.bundle.manifest
+                guided = pipe.generate(build_request(manifest, tuple(chunk), styles=(style,), **common)).images
                 if (seed, start) not in plain:
-                    plain[seed, start] = pipe.generate(GenerationRequest(**common)).images
+                    plain[seed, start] = pipe.generate(build_request(manifest, tuple(chunk), **common)).images
                 off = plain[seed, start]
                 refs = np.repeat(reference[None], n * len(chunk), axis=0)
                 sims_guided, sims_off = stysim(guided, refs), stysim(off, refs)
