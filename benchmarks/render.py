@@ -25,6 +25,7 @@ def _demote(markdown: str) -> str:
 
 def render(paths: list[Path], out: Path, analysis: Path | None, extra: list[Path] = ()) -> str:
     runs = [(p, json.loads(p.read_text())) for p in paths]
+    runs = [(p, r) for p, r in runs if "targets" in r]  # bench's JSONs; bench-serve's come in through --extra
     names = [r["model"]["name"] for _, r in runs]
     lines = ["# stylegen-trt benchmark results", "",
              "Every figure below was measured on this project's CPU machine by the command quoted in its "

@@ -63,7 +63,7 @@ class ServeSettings:
     threads: Optional[int] = None
     precision: str = "auto"
     max_batch: int = 8
-    max_queue_delay_ms: float = 5.0
+    max_queue_delay_ms: float = 50.0
     instances: int = 1
     residual_cache_mb: int = 256
     handler: str = DEFAULT_HANDLER  # "module:Class"; tests plug a toy in

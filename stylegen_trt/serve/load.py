@@ -32,6 +32,7 @@ class LoadSettings:
     requests: int = 64  # per concurrency level above 1 (the 1-client level sends each distinct request once)
     distinct: int = 16  # distinct requests, cycled
     no_style_every: int = 4  # every 4th distinct request has no style
+    warmup: int = 4  # untimed requests first (other seeds), so 1 client is not measured cold
     steps: int | None = None  # None: the bundle's default (the demo's DDPM-50)
     timeout_s: float = 300.0  # per request
     level_timeout_s: float = 900.0  # per concurrency level
@@ -147,6 +148,9 @@ def run_load(url: str, styles: list[bytes], settings: LoadSettings = LoadSetting
     if settings.clients[0] != 1:
         raise ValueError("the first concurrency level must be 1 client: it gives each request's solo image")
     jobs = workload(settings, len(styles))
+    if settings.warmup:
+        warm = [Job(j.prompt, j.style, j.seed + 10_000) for j in jobs[:settings.warmup]]
+        run_level(url, protocol, 1, warm, len(warm), styles, settings)
     levels: list[Level] = []
     solo: dict[int, np.ndarray] = {}
     for clients in settings.clients:
@@ -218,7 +222,8 @@ def markdown(results: dict, command: str, plot_name: str | None) -> str:
              f"Produced by: `{command}`", "",
              f"{results.get('machine', '')}Workload: {s['distinct']} distinct requests (prompts of the demo, "
              f"4 style images, every {s['no_style_every']}th without style), cycled; closed-loop clients over "
-             "HTTP; DDPM steps: " + (str(s["steps"]) if s["steps"] else "the bundle's default") + ". "
+             "HTTP; DDPM steps: " + (str(s["steps"]) if s["steps"] else "the bundle's default") + "; "
+             f"{s.get('warmup', 0)} untimed warm-up requests first. "
              "Each level's images are compared with the same request's image at 1 client (served alone).", "",
              "| clients | requests | images/s | p50 s | p95 s | p99 s | errors | max diff vs solo (1/255) "
              "| CPU taken by other processes |",
@@ -254,7 +259,7 @@ def plot(results: dict, path: Path) -> Path:
     font, small = _font(14), _font(12)
     draw.text((10, 8), "stylegen on Triton: throughput and latency by concurrent clients", fill="black", font=font)
     panels = (("images/s", [lv["images_per_s"] for lv in levels], (70, 130, 180)),
-              ("latency s (p50, p95)", [lv["p95_s"] for lv in levels], (200, 90, 60)))
+              ("latency s (inner bar p50, outer p95)", [lv["p95_s"] for lv in levels], (200, 90, 60)))
     panel_w = (width - left - 20) // 2
     for k, (title, values, colour) in enumerate(panels):
         x0 = left + k * panel_w
