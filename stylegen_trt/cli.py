@@ -57,8 +57,10 @@ def engine_options(backend: str = "ort", precision: str = "auto", device: str = 
     check_memory(memory)
     if threads is not None and threads < 1:
         fail("--threads must be >= 1")
-    if (static is not None or cuda_graph) and backend != "trt":
+    if cuda_graph and backend != "trt":
         fail("--static and --cuda-graph are TensorRT options: add --backend trt")
+    if static is not None and backend not in ("trt", "openvino"):
+        fail("--static and --cuda-graph are TensorRT options: add --backend trt (--static: or --backend openvino)")
     return EngineOptions(backend=backend, device=device, threads=threads, memory=memory, precision=precision,
                          static=static, cuda_graph=cuda_graph)
 
@@ -240,9 +242,9 @@ def generate(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     memory: str = typer.Option("fast", "--memory", help="fast | lean: lean frees working memory after each call "
                                "(lower peak memory, slower)"),
-    backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU)"),
-    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
-    static: bool = typer.Option(False, "--static", help="trt: engines built for exactly this --height/--width/--n "
+    backend: str = typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU) | openvino (CPU, bf16 where the CPU has it)"),
+    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32, openvino: bf16 where the CPU has AVX512-BF16/AMX, else fp32) | fp32 | fp16 (trt only) | bf16 (openvino only)"),
+    static: bool = typer.Option(False, "--static", help="trt/openvino: engines built for exactly this --height/--width/--n "
                                 "(`build --static`), guidance > 1"),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="trt: replay the UNet step as a CUDA graph (implies --static)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -300,11 +302,11 @@ def generate(
 @user_errors
 def build(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
-    backend: str = typer.Option("ort", "--backend", help="ort: ONNX Runtime's optimised graphs | trt: TensorRT engines"),
-    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
+    backend: str = typer.Option("ort", "--backend", help="ort: ONNX Runtime's optimised graphs | trt: TensorRT engines | openvino: compiled OpenVINO models (CPU)"),
+    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32, openvino: bf16 where the CPU has AVX512-BF16/AMX, else fp32) | fp32 | fp16 (trt only) | bf16 (openvino only)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     graph: List[str] = typer.Option([], "--graph", help="Only these graphs (repeatable; default: all five)."),
-    static: bool = typer.Option(False, "--static", help="trt: engines for exactly one size: profile min = opt = max"),
+    static: bool = typer.Option(False, "--static", help="trt: engines for exactly one size: profile min = opt = max; openvino: compiled for this size (the default for openvino)"),
     height: Optional[int] = typer.Option(None, "--height", help="With --static [default: the bundle's native size]"),
     width: Optional[int] = typer.Option(None, "--width", help="With --static [default: the bundle's native size]"),
     n: int = typer.Option(1, "--n", help="With --static: images per generation (UNet batch 2n: guidance > 1)"),
@@ -326,6 +328,8 @@ def build(
     unknown = sorted(set(graph) - set(GRAPH_NAMES))
     if unknown:
         fail(f"unknown --graph {', '.join(unknown)}: choose from {', '.join(GRAPH_NAMES)}")
+    if backend == "openvino":
+        static = True  # OpenVINO compiles for concrete shapes: the bundle's native size, 1 image by default
     if not static and (height is not None or width is not None or n != 1):
         fail("--height, --width and --n go with --static")
     b = open_bundle(_bundle_or_demo(bundle))
@@ -349,15 +353,15 @@ def build(
 @user_errors
 def verify(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
-    backend: str = typer.Option("trt", "--backend", help="The candidate: trt | ort"),
-    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16"),
+    backend: str = typer.Option("trt", "--backend", help="The candidate: trt | ort | openvino"),
+    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32, openvino: bf16 where the CPU has AVX512-BF16/AMX, else fp32) | fp32 | fp16 | bf16"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     prompt: str = typer.Option("a large circle on the left", "--prompt", "-p"),
     style: Optional[Path] = typer.Option(None, "--style", help="Style image (default: a procedural swatch)."),
     steps: int = typer.Option(10, "--steps", help="Steps of the end-to-end comparison."),
     seed: int = typer.Option(0, "--seed"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure here as JSON."),
-    static: bool = typer.Option(False, "--static", help="trt: the static engines of the bundle's native size, 1 image"),
+    static: bool = typer.Option(False, "--static", help="trt/openvino: the static engines of the bundle's native size, 1 image"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Compare a backend's engines with the fp32 ONNX reference (ONNX Runtime, CPU, no graph rewrites).
@@ -649,11 +653,11 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure here as JSON."),
     markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write a RESULTS.md-style report here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Stage-breakdown PNG (default with --markdown: beside it)."),
-    backend: str = typer.Option("ort", "--backend", help="The runtime's backend: ort | trt. On a GPU (trt, or ort "
+    backend: str = typer.Option("ort", "--backend", help="The runtime's backend: ort | trt | openvino. On a GPU (trt, or ort "
                                 "--device cuda) the PyTorch reference runs on CUDA in fp16."),
     device: str = typer.Option("auto", "--device", help="The runtime's device: auto | cpu | cuda"),
-    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16"),
-    static: bool = typer.Option(False, "--static", help="trt: static engines at --size, 1 image"),
+    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32, openvino: bf16 where the CPU has AVX512-BF16/AMX, else fp32) | fp32 | fp16 | bf16"),
+    static: bool = typer.Option(False, "--static", help="trt/openvino: static engines at --size, 1 image (openvino: compiled at open)"),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="trt: the UNet step as a CUDA graph (implies --static)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
@@ -681,8 +685,12 @@ def bench(
         fail("--threads must be >= 1")
     check_memory(memory)
     engine_options(backend, precision, device, threads, memory, cuda_graph=cuda_graph)
-    if static and backend != "trt":
+    if static and backend not in ("trt", "openvino"):
         fail("--static and --cuda-graph are TensorRT options: add --backend trt")
+    if backend == "openvino":  # before building any model: the openvino package must be there
+        from stylegen_trt.engines.openvino import require_openvino
+
+        require_openvino()
     if backend == "trt":  # before building any model: TensorRT and a GPU must be there
         from stylegen_trt.engines.trt import cuda_device, require_tensorrt
 
@@ -760,10 +768,10 @@ def _serve_settings(bundle: Optional[Path], backend: str, device: str, threads: 
 
 MAX_SERVE_BATCH = 16  # a cap: every request of a batch waits for the whole batch
 _SERVE_OPTIONS = dict(
-    backend=typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU)"),
+    backend=typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU) | openvino (CPU, bf16 where the CPU has it)"),
     device=typer.Option("auto", "--device", help="auto | cpu | cuda"),
     threads=typer.Option(None, "--threads", help="Intra-op threads per model instance [default: all cores]"),
-    precision=typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
+    precision=typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32, openvino: bf16 where the CPU has AVX512-BF16/AMX, else fp32) | fp32 | fp16 (trt only) | bf16 (openvino only)"),
     max_batch=typer.Option(None, "--max-batch", help="Requests Triton hands one model call (they share UNet "
                            "batches) [default: the bundle's images per batch, at most 16]"),
     max_queue_delay_ms=typer.Option(50.0, "--max-queue-delay-ms", help="How long Triton may hold a request to "

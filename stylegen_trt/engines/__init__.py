@@ -3,7 +3,7 @@
 ``open_engine`` and ``cache_fields`` are the only entry points call sites use; they look the
 backend up here. Backends are imported on first use (TensorRT's bindings are heavy and optional),
 and each backend class says its own cache fields. Import graph: this module -> base.py, and
-(lazily) -> ort.py / trt.py -> base.py, cache.py: no cycle.
+(lazily) -> ort.py / trt.py / openvino.py -> base.py, cache.py: no cycle.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from stylegen_trt.spec import GraphSpec
 REGISTRY: dict[str, str] = {
     "ort": "stylegen_trt.engines.ort:OrtEngine",
     "trt": "stylegen_trt.engines.trt:TrtEngine",
+    "openvino": "stylegen_trt.engines.openvino:OpenVinoEngine",
 }
 
 

@@ -29,15 +29,16 @@ import numpy as np
 
 from stylegen_trt.spec import GraphSpec, bind_axes
 
-Backend = Literal["ort", "trt"]
-BACKENDS: tuple[Backend, ...] = ("ort", "trt")
+Backend = Literal["ort", "trt", "openvino"]
+BACKENDS: tuple[Backend, ...] = ("ort", "trt", "openvino")
 Device = Literal["auto", "cpu", "cuda"]
 OptLevel = Literal["disable", "basic", "extended", "all"]
 # fast: the backend keeps what it allocated for reuse (ORT's CPU arena); lean: it frees per call.
 # On the small config lean measured 510 vs 854 MiB peak at 13% more time (benchmarks/analysis.md).
 Memory = Literal["fast", "lean"]
-# auto: the backend's natural precision - fp16 engines on TensorRT, the fp32 graphs on ONNX Runtime
-Precision = Literal["auto", "fp32", "fp16"]
+# auto: the backend's natural precision - fp16 engines on TensorRT, the fp32 graphs on ONNX Runtime, bf16 on
+# OpenVINO where the CPU has AVX512-BF16 or AMX (fp32 elsewhere). bf16 is OpenVINO's, fp16 TensorRT's.
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
 
@@ -60,7 +61,7 @@ class EngineOptions:
     cache: bool = True  # keep optimised models / engines under <bundle>/engines/
     memory: Memory = "fast"
     precision: Precision = "auto"
-    static: StaticShapes | None = None  # TensorRT: engines whose profile is exactly these shapes
+    static: StaticShapes | None = None  # TensorRT: engines whose profile is exactly these shapes; OpenVINO: compiled at open
     cuda_graph: bool = False  # TensorRT, static engines: replay the UNet's step as a captured CUDA graph
 
 
@@ -210,6 +211,11 @@ class EngineBase:
     spec: GraphSpec
     device: str
     precision: str = "fp32"
+
+    @classmethod
+    def natural_precision(cls) -> str:
+        """What ``precision="auto"`` computes in on this machine (most graphs)."""
+        return "fp32"
 
     @classmethod
     def link(cls, engines: Sequence["EngineBase"]) -> None:

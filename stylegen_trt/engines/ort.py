@@ -122,6 +122,8 @@ class OrtEngine(EngineBase):
              options: EngineOptions) -> "OrtEngine":
         if options.precision == "fp16":
             raise UserError("--precision fp16 needs --backend trt: ONNX Runtime runs the bundle's fp32 graphs")
+        if options.precision == "bf16":
+            raise UserError("--precision bf16 needs --backend openvino: ONNX Runtime runs the bundle's fp32 graphs")
         if options.static is not None or options.cuda_graph:
             raise UserError("--static and --cuda-graph are TensorRT options: add --backend trt")
         providers = choose_providers(options.device)

@@ -675,6 +675,10 @@ class TrtEngine(EngineBase):
 
     name = "trt"
 
+    @classmethod
+    def natural_precision(cls) -> str:
+        return "fp16"
+
     def __init__(self, engine, spec: GraphSpec, device: CudaDevice, runtime=None, cuda=None, trt=None,
                  precision: str = "fp16", static: StaticShapes | None = None, cuda_graph: bool = False):
         if cuda is None:  # polygraphy's CUDA runtime wrapper (ctypes; no torch, no cuda-python)
@@ -738,6 +742,8 @@ class TrtEngine(EngineBase):
     def cache_fields(cls, files: Mapping[str, str], spec: GraphSpec, options: EngineOptions) -> dict:
         if options.device == "cpu":
             raise UserError("--backend trt runs on a CUDA GPU: drop --device cpu, or use --backend ort")
+        if options.precision == "bf16":
+            raise UserError("--precision bf16 is OpenVINO's (--backend openvino): TensorRT builds fp16 or fp32 engines")
         trt = require_tensorrt()
         polygraphy = require_polygraphy()
         recipe = build_recipe(graph_precision(spec, options.precision), trt.__version__)
