@@ -94,3 +94,16 @@ def style_images(tmp_path_factory) -> list[Path]:
         Image.fromarray(arr.astype(np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(scope="module")
+def styled_pipe(styled_bundle, tmp_path_factory):
+    """The runtime over ``styled_bundle`` on ONNX Runtime, with its own style-map cache."""
+    from stylegen_trt.engines.base import EngineOptions
+    from stylegen_trt.runtime.bundle import open_bundle
+    from stylegen_trt.runtime.pipeline import StylePipeline
+
+    pipe = StylePipeline(open_bundle(styled_bundle), EngineOptions(threads=2),
+                         style_cache_dir=tmp_path_factory.mktemp("style-cache"))
+    yield pipe
+    pipe.close()

@@ -13,11 +13,8 @@ STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def pipe(styled_bundle, tmp_path_factory):
-    p = StylePipeline(open_bundle(styled_bundle), EngineOptions(threads=2),
-                      style_cache_dir=tmp_path_factory.mktemp("style-cache"))
-    yield p
-    p.close()
+def pipe(styled_pipe):
+    return styled_pipe
 
 
 def mixed_requests(style_images, scheduler="ddpm"):

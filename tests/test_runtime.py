@@ -24,14 +24,6 @@ MEAN_PIXEL_DIFF = 0.05
 
 
 @pytest.fixture(scope="module")
-def styled_pipe(styled_bundle, tmp_path_factory):
-    pipe = StylePipeline(open_bundle(styled_bundle), EngineOptions(threads=2),
-                         style_cache_dir=tmp_path_factory.mktemp("style-cache"))
-    yield pipe
-    pipe.close()
-
-
-@pytest.fixture(scope="module")
 def zero_pipe(zero_bundle, tmp_path_factory):
     pipe = StylePipeline(open_bundle(zero_bundle), EngineOptions(threads=2),
                          style_cache_dir=tmp_path_factory.mktemp("style-cache0"))
