@@ -86,9 +86,10 @@ class StylegenHandler:
             answers[i] = result if isinstance(result, Exception) else png_bytes(result.images[0])
         if requests:
             cache = self.pipe.residual_cache
-            log.info("%d requests (%d valid) in %.2f s, %d UNet calls%s", len(batch), len(requests),
+            refused = sum(isinstance(a, Exception) for a in answers)
+            log.info("%d requests (%d refused) in %.2f s, %d UNet calls%s", len(batch), refused,
                      time.perf_counter() - start, self.pipe.times.calls.get("unet", 0),
-                     f", residual cache {cache.hits} hits / {cache.misses} misses" if cache else "")
+                     f", residual cache {cache.hits} hits / {cache.misses} misses so far" if cache else "")
         return answers
 
     def close(self) -> None:
