@@ -57,6 +57,12 @@ def engine_options(backend: str = "ort", precision: str = "auto", device: str = 
     check_memory(memory)
     if threads is not None and threads < 1:
         fail("--threads must be >= 1")
+    if precision == "bf16" and backend != "openvino":
+        fail("--precision bf16 needs --backend openvino: " + ("ONNX Runtime runs the bundle's fp32 graphs" if backend == "ort"
+                                                              else "TensorRT builds fp16 or fp32 engines"))
+    if precision == "fp16" and backend == "openvino":
+        fail("--precision fp16 is TensorRT's: OpenVINO on the CPU runs fp32 or bf16 (auto: bf16 where the CPU has "
+             "AVX512-BF16 or AMX)")
     if cuda_graph and backend != "trt":
         fail("--static and --cuda-graph are TensorRT options: add --backend trt")
     if static is not None and backend not in ("trt", "openvino"):
@@ -519,6 +525,11 @@ def evaluate_command(
     seeds: int = typer.Option(1, "--seeds", help="Generate every pair with seeds SEED..SEED+N-1 and pool them."),
     style_scale: Optional[float] = typer.Option(None, "--style-scale", help="[default: the bundle's]"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (every pair) here."),
+    backend: str = typer.Option("ort", "--backend", help="The runtime's backend: ort | trt | openvino (e.g. to check "
+                                "that a lower precision keeps StySim and content accuracy)"),
+    precision: str = typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32, openvino: bf16 where the "
+                                  "CPU has AVX512-BF16/AMX, else fp32) | fp32 | fp16 | bf16"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """StySim (the patent's metric) with vs without style guidance, and content accuracy for the demo."""
@@ -533,6 +544,7 @@ def evaluate_command(
     from stylegen_trt.runtime.pipeline import StylePipeline
     from stylegen_trt.runtime.requests import BundleDefaults
 
+    options = engine_options(backend, precision, threads=threads)
     if json_out is not None:
         check_output_location(json_out)
     b = open_bundle(_bundle_or_demo(bundle))
@@ -576,7 +588,7 @@ def evaluate_command(
         if b.is_demo:
             from stylegen_trt.demo.classifier import content_judge
             judge = content_judge()
-        with StylePipeline(b) as pipe, Progress(transient=True) as progress:
+        with StylePipeline(b, options) as pipe, Progress(transient=True) as progress:
             task = progress.add_task("evaluating", total=len(styles) * len(prompts))
             report = evaluate(pipe, prompts, styles, stysim, settings, judge,
                               on_pair=lambda i, total: progress.update(task, completed=i))

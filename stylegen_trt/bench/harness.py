@@ -324,6 +324,12 @@ def sides_of(settings: BenchSettings, runtime_device: str) -> dict:
     if settings.backend == "ort" and not runtime_device.startswith("cuda"):
         runtime = ("stylegen_trt StylePipeline on ONNX Runtime (CPU EP, opt level all, "
                    f"memory {settings.memory}: CPU arena {'on' if settings.memory == 'fast' else 'off'})")
+    elif settings.backend == "openvino":
+        from stylegen_trt.engines.openvino import auto_precision
+
+        precision = auto_precision() if settings.precision == "auto" else settings.precision
+        runtime = (f"stylegen_trt StylePipeline on OpenVINO (CPU, {precision}"
+                   f"{' (auto; style encoder fp32)' if settings.precision == 'auto' else ''}, static shapes per call)")
     else:
         runtime = (f"stylegen_trt StylePipeline on {'TensorRT' if settings.backend == 'trt' else 'ONNX Runtime CUDA EP'} "
                    f"({runtime_device}, precision {settings.precision}{', static' if settings.static else ''}"
