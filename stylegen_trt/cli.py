@@ -225,6 +225,17 @@ def export(
     typer.echo(f"wrote bundle {out}")
 
 
+def progress_display(*columns: Any, transient: bool = True):
+    """A rich progress display on stderr, drawn only when stderr is a terminal: stdout carries only
+    the command's result lines (no blank line where a transient bar was), and logs or pipes get no
+    bar at all."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(*columns, console=console, transient=transient, disable=not console.is_terminal)
+
+
 @app.command()
 @user_errors
 def generate(
@@ -428,26 +439,37 @@ def train(
     data: Path = typer.Option(..., "--data", help="Folder of images with metadata.jsonl or a .txt caption beside each."),
     out: Path = typer.Option(..., "--out", help="Branch weights to write (.safetensors); checkpoint and loss log go beside it."),
     vgg: Optional[Path] = typer.Option(None, "--vgg", help="torchvision's vgg19-dcbbb69f.pth (default: torch hub cache)."),
-    steps: int = typer.Option(1000, "--steps"),
-    batch_size: int = typer.Option(4, "--batch-size"),
-    grad_accumulation: int = typer.Option(1, "--grad-accumulation"),
-    learning_rate: float = typer.Option(1e-4, "--lr"),
-    caption_dropout: float = typer.Option(0.1, "--caption-dropout"),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="Training image size (default: the base model's native size)."),
-    style_image_size: int = typer.Option(512, "--style-image-size"),
+    steps: int = typer.Option(1000, "--steps", help="Optimiser updates in all (a resumed run goes on to this)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Images per micro-batch."),
+    grad_accumulation: int = typer.Option(1, "--grad-accumulation", help="Micro-batches per update."),
+    learning_rate: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
+    caption_dropout: float = typer.Option(0.1, "--caption-dropout", help="Probability that a caption is replaced "
+                                          "by \"\" (so classifier-free guidance works)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Training image size [default: the base model's native size]"),
+    style_image_size: int = typer.Option(512, "--style-image-size", help="Images are resized to this for their style "
+                                         "map (use the size the bundle will be exported with)."),
     mixed_precision: str = typer.Option("no", "--mixed-precision", help="no | fp16 | bf16 (CUDA)"),
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the checkpoint beside --out."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints (OUT.ckpt)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the checkpoint beside --out, exactly "
+                                "where it stopped (same weights as a run never stopped)."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the branch's stem, the noise and the data order."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
     """Train the style branch on a folder of captioned images (base frozen, self-style, as in the patent)."""
+    import re
+
     setup_logging(verbose)
     for label, value in (("--steps", steps), ("--batch-size", batch_size), ("--grad-accumulation", grad_accumulation),
                          ("--checkpoint-every", checkpoint_every)):
         if value < 1:
             fail(f"{label} must be >= 1, got {value}")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        fail(f"unknown --device {device!r}: choose cpu, cuda or cuda:N")
+    if resolution is not None and resolution < 8:
+        fail(f"--resolution must be >= 8, got {resolution}")
+    if style_image_size < 32:
+        fail(f"--style-image-size must be >= 32, got {style_image_size}")
     if mixed_precision not in ("no", "fp16", "bf16"):
         fail(f"unknown --mixed-precision {mixed_precision!r}: choose no, fp16 or bf16")
     if mixed_precision != "no" and not device.startswith("cuda"):
@@ -459,7 +481,7 @@ def train(
     check_output_location(out)
     if not verbose:
         quiet_progress_bars()
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
     from stylegen_trt.models import loaders
     from stylegen_trt.training.branch import BranchTrainer, TrainConfig, train_branch
@@ -472,6 +494,9 @@ def train(
 
         if not torch.cuda.is_available():
             fail("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            fail(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0")
     encoder = loaders.load_style_encoder(vgg)
     branch = loaders.new_branch(base_model, seed)
     config = TrainConfig(steps=steps, batch_size=batch_size, grad_accumulation=grad_accumulation,
@@ -483,8 +508,8 @@ def train(
     trainer = BranchTrainer(base_model, encoder, branch, config)
     batches = folder_batches(items, resolution or base_model.native_size, batch_size, seed)
     typer.echo(f"training on {len(items)} captioned images from {data}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn()) as progress:
+    with progress_display(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=False) as progress:
         task = progress.add_task("training", total=steps, loss=float("nan"))
         train_branch(trainer, batches, out, lambda step, loss: progress.update(task, completed=step, loss=loss),
                      resume=resume)

@@ -77,24 +77,61 @@ def load_image(path: Path, resolution: int) -> np.ndarray | None:
         return None
 
 
-def folder_batches(items: list[Item], resolution: int, batch: int, seed: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
-    """Endless shuffled batches; unreadable images are dropped for good after their first failure."""
-    rng = np.random.default_rng(seed)
-    alive = list(items)
-    images: list[np.ndarray] = []
-    captions: list[str] = []
-    while alive:
-        bad = set()
-        for index in rng.permutation(len(alive)):
-            item = alive[index]
-            pixels = load_image(item.path, resolution)
+class FolderBatches:
+    """Endless shuffled batches of (images, captions), resumable: ``state_dict()`` is the position
+    after the last batch given, ``load_state_dict()`` goes back there without loading any image.
+
+    Epoch ``e`` visits every item in the order ``default_rng([seed, e]).permutation``; a batch may
+    span two epochs. An unreadable image is reported once and skipped for good (its name is part of
+    the state, so a resumed run skips it too).
+    """
+
+    def __init__(self, items: list[Item], resolution: int, batch: int, seed: int):
+        self.items, self.resolution, self.batch, self.seed = list(items), resolution, batch, seed
+        self.epoch, self.offset = 0, 0
+        self.bad: set[str] = set()
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
+
+    def __iter__(self) -> "FolderBatches":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, list[str]]:
+        images: list[np.ndarray] = []
+        captions: list[str] = []
+        while len(images) < self.batch:
+            if self.offset == len(self._order):
+                if len(self.bad) == len(self.items):
+                    raise UserError("every training image was unreadable")
+                self.epoch, self.offset = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+            item = self.items[self._order[self.offset]]
+            self.offset += 1
+            if str(item.path) in self.bad:
+                continue
+            pixels = load_image(item.path, self.resolution)
             if pixels is None:
-                bad.add(index)
+                self.bad.add(str(item.path))
                 continue
             images.append(pixels)
             captions.append(item.caption)
-            if len(images) == batch:
-                yield torch.from_numpy(np.stack(images)), captions
-                images, captions = [], []
-        alive = [item for i, item in enumerate(alive) if i not in bad]
-    raise UserError("every training image was unreadable")
+        return torch.from_numpy(np.stack(images)), captions
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch, "offset": self.offset, "bad": sorted(self.bad),
+                "items": len(self.items)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["items"] != len(self.items) or state["seed"] != self.seed:
+            log.warning("the training data or seed changed since the checkpoint (%d items, seed %d then; %d, %d "
+                        "now): the data order will not match an uninterrupted run", state["items"], state["seed"],
+                        len(self.items), self.seed)
+        self.epoch, self.offset, self.bad = state["epoch"], min(state["offset"], len(self.items)), set(state["bad"])
+        self._order = self._permutation(self.epoch)
+
+
+def folder_batches(items: list[Item], resolution: int, batch: int, seed: int) -> FolderBatches:
+    """Endless shuffled batches; unreadable images are dropped for good after their first failure."""
+    return FolderBatches(items, resolution, batch, seed)

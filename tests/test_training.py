@@ -1,0 +1,168 @@
+"""Style-branch training (training/, the `train` command) on the tiny model, in seconds.
+
+A run stopped after a checkpoint and resumed must end with exactly the weights of a run that was
+never stopped (bit for bit on the CPU): the data stream, the noise generator, the optimiser and
+the global generators all continue where they were.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from stylegen_trt.cli import app
+from stylegen_trt.models import loaders
+from stylegen_trt.training.branch import BranchTrainer, TrainConfig, train_branch
+from stylegen_trt.training.data import folder_batches, scan_folder
+from conftest import cli
+
+STEPS = 4
+CONFIG = TrainConfig(steps=STEPS, batch_size=1, grad_accumulation=2, learning_rate=1e-3, caption_dropout=0.3,
+                     style_image_size=32, checkpoint_every=2, seed=3)
+
+
+def captioned_folder(root: Path, good: int) -> Path:
+    """``good`` captioned 64-px images in metadata.jsonl, plus a captioned file that is not an image."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(good)
+    rows = []
+    for i in range(good):
+        name = f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / name)
+        rows.append({"file_name": name, "text": ["a cat", "a dog", "a red cat painting"][i % 3]})
+    (root / "broken.png").write_bytes(b"not a png at all")
+    rows.append({"file_name": "broken.png", "text": "a broken image"})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory) -> Path:
+    return captioned_folder(tmp_path_factory.mktemp("captioned"), good=5)
+
+
+def trainer_for(tiny) -> BranchTrainer:
+    return BranchTrainer(tiny.base, tiny.encoder, loaders.new_branch(tiny.base, 0), CONFIG)
+
+
+def procedural_stream(seed: int):
+    """A plain generator (no state_dict), like the demo's: resumed by skipping what it gave."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        yield torch.rand(1, 3, 64, 64, generator=g), ["a cat" if torch.rand(1, generator=g) < 0.5 else "a dog"]
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(step: int):
+    def on_step(current: int, loss: float) -> None:
+        if current == step:
+            raise Stop
+    return on_step
+
+
+def losses(out: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, out.with_suffix(".loss.jsonl").read_text().splitlines())]
+
+
+@pytest.mark.parametrize("source", ["folder", "generator"])
+def test_resumed_run_equals_uninterrupted_bit_for_bit(tiny, captioned, tmp_path, source):
+    def stream():
+        if source == "folder":
+            return folder_batches(scan_folder(captioned), 64, CONFIG.batch_size, CONFIG.seed)
+        return procedural_stream(CONFIG.seed)
+
+    whole = train_branch(trainer_for(tiny), stream(), tmp_path / "whole" / "branch.safetensors")
+
+    cut = tmp_path / "cut" / "branch.safetensors"
+    with pytest.raises(Stop):  # killed at step 3: the last checkpoint is step 2, the log has step 3
+        train_branch(trainer_for(tiny), stream(), cut, on_step=stop_at(3))
+    assert torch.load(cut.with_suffix(".ckpt"), weights_only=False)["step"] == 2
+    assert [s for s, _ in losses(cut)] == [1, 2, 3]
+    resumed = trainer_for(tiny)  # a fresh process: fresh branch, optimiser, generator and stream
+    train_branch(resumed, stream(), cut)
+
+    assert resumed.step_count == STEPS
+    a, b = load_file(str(whole)), load_file(str(cut))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert losses(cut) == losses(whole)  # every step's loss, the redone step 3 once
+    assert not any(torch.equal(a[k], v) for k, v in loaders.new_branch(tiny.base, 0).state_dict().items()
+                   if "projection" in k and k in a)  # it did train
+
+
+def test_folder_batches_state_restores_the_order(captioned, caplog):
+    items = scan_folder(captioned)
+    first = folder_batches(items, 64, 2, seed=5)
+    for _ in range(7):  # past an epoch boundary (5 good items, 1 bad)
+        next(first)
+    assert "broken.png" in caplog.text
+    state = first.state_dict()
+    assert state["bad"] == [str(captioned / "broken.png")]
+    again = folder_batches(items, 64, 2, seed=5)
+    again.load_state_dict(json.loads(json.dumps(state)))  # plain data: survives any serialisation
+    for _ in range(5):
+        (x, cx), (y, cy) = next(first), next(again)
+        assert torch.equal(x, y) and cx == cy
+
+
+def test_train_command_writes_weights_and_loss_log(tiny, tmp_path):
+    data = captioned_folder(tmp_path / "data", good=2)
+    out = tmp_path / "run" / "branch.safetensors"
+    proc = cli("train", "--base", tiny.sd_dir, "--vgg", tiny.vgg_path, "--data", data, "--out", out,
+               "--steps", "2", "--batch-size", "2", "--style-image-size", "32", "--checkpoint-every", "1", check=False)
+    assert proc.returncode == 0, proc.stderr
+    # 3 items, 2 of them images: 2 steps of 2 read past every item, so the broken one is met and skipped
+    assert "training on 3 captioned images" in proc.stdout and f"wrote {out}" in proc.stdout
+    assert "broken.png" in proc.stderr and "skipped" in proc.stderr  # the bad item, by name
+    assert "Traceback" not in proc.stderr
+    branch = loaders.load_branch(tiny.base, out)  # loadable as the branch export takes it
+    assert branch.num_residuals == tiny.zero_branch.num_residuals
+    assert [s for s, _ in losses(out)] == [1, 2]
+    assert len([line for line in proc.stderr.splitlines() if "broken.png" in line]) == 1
+    assert all(np.isfinite(loss) for _, loss in losses(out))
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"--steps": "0"}, r"--steps must be >= 1"),
+    ({"--device": "gpu"}, r"unknown --device 'gpu'"),
+    ({"--out": "branch.pt"}, r"must end in \.safetensors"),
+    ({"--data": "no-such-folder"}, r"training data folder no-such-folder does not exist"),
+    ({"--mixed-precision": "fp16"}, r"--mixed-precision needs --device cuda"),
+    ({"--caption-dropout": "1"}, r"--caption-dropout must be in \[0, 1\)"),
+])
+def test_train_bad_input_is_one_line(tiny, captioned, tmp_path, monkeypatch, change, match):
+    monkeypatch.chdir(tmp_path)
+    args = {"--base": str(tiny.sd_dir), "--vgg": str(tiny.vgg_path), "--data": str(captioned),
+            "--out": "branch.safetensors", **change}
+    result = runner.invoke(app, ["train", *(a for kv in args.items() for a in kv)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    detail = f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    assert result.exit_code == 2, detail
+    assert len(lines) == 1 and lines[0].startswith("error: "), detail
+    assert re.search(match, lines[0]), detail
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cuda_device_without_cuda_is_one_line(tiny, captioned, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = runner.invoke(app, ["train", "--base", str(tiny.sd_dir), "--vgg", str(tiny.vgg_path), "--data",
+                                 str(captioned), "--out", str(tmp_path / "b.safetensors"), "--device", "cuda"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "no CUDA device" in result.stderr, \
+        result.output
+
