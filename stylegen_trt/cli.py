@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 try:  # recent typer vendors click
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -225,6 +225,15 @@ def export(
     typer.echo(f"wrote bundle {out}")
 
 
+class PlainHelp(TyperCommand):
+    """A command whose --help is click's plain text: flags without a ``<bool>`` type, and help texts
+    shown as written (rich markup would swallow "[default: the bundle's]")."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.rich_markup_mode = None
+
+
 def progress_display(*columns: Any, transient: bool = True):
     """A rich progress display on stderr, drawn only when stderr is a terminal: stdout carries only
     the command's result lines (no blank line where a transient bar was), and logs or pipes get no
@@ -236,26 +245,43 @@ def progress_display(*columns: Any, transient: bool = True):
     return Progress(*columns, console=console, transient=transient, disable=not console.is_terminal)
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def generate(
-    prompt: str = typer.Option(..., "--prompt", "-p"),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="What to draw. The demo model knows 13 words (e.g. \"a large "
+                               "circle on the left\"); others are named in a warning."),
     out: Path = typer.Option(..., "--out", "-o", help="PNG path; with --n > 1, numbered: out-0.png, out-1.png, ..."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
-    negative: str = typer.Option("", "--negative"),
-    style: List[Path] = typer.Option([], "--style", help="Style image; repeat to blend several."),
-    style_weight: List[float] = typer.Option([], "--style-weight", help="One per --style (default: equal, summing to 1)."),
-    style_scale: Optional[float] = typer.Option(None, "--style-scale", help="[default: the bundle's; 1.0 for exported models]"),
-    style_window: tuple[float, float] = typer.Option((0.0, 1.0), "--style-window", help="START END fractions of the schedule."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="ddpm (the patent's) | ddim | dpmpp [default: the bundle's, ddpm]"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="[default: the bundle's, 50]"),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="[default: the bundle's, 7.5]"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    n: int = typer.Option(1, "--n"),
-    height: Optional[int] = typer.Option(None, "--height"),
-    width: Optional[int] = typer.Option(None, "--width"),
-    latents: Optional[Path] = typer.Option(None, "--latents", help=".npy with x_T, shape (n, 4, H/8, W/8)."),
-    threads: Optional[int] = typer.Option(None, "--threads"),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory [default: the shipped demo model]",
+                                          show_default=False),
+    negative: str = typer.Option("", "--negative", help="Negative prompt: what guidance steers away from "
+                                 "[default: none]", show_default=False),
+    style: List[Path] = typer.Option([], "--style", metavar="IMAGE", help="Style image; repeat to blend several [default: none: the "
+                                     "base model alone]", show_default=False),
+    style_weight: List[float] = typer.Option([], "--style-weight", metavar="WEIGHT", help="One per --style [default: equal, summing "
+                                             "to 1]", show_default=False),
+    style_scale: Optional[float] = typer.Option(None, "--style-scale", help="Multiplies the style branch's residuals "
+                                                "(0: no style) [default: the bundle's]"),
+    style_window: tuple[float, float] = typer.Option((0.0, 1.0), "--style-window", metavar="START END",
+                                                     help="The style branch runs on steps i with START <= i/steps < "
+                                                     "END (fractions of the schedule)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="ddpm (the patent's strided DDPM) | ddim | dpmpp "
+                                            "[default: the bundle's]"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps [default: the bundle's]"),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (1: off) "
+                                             "[default: the bundle's]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of x_T (of all --n images) and of DDPM's "
+                                       "per-step noise [default: a random seed, printed]"),
+    n: int = typer.Option(1, "--n", help="Images of this prompt, generated in one batch"),
+    height: Optional[int] = typer.Option(None, "--height", help="Image height in pixels [default: the size of "
+                                         "--latents, else the bundle's native size]"),
+    width: Optional[int] = typer.Option(None, "--width", help="Image width in pixels [default: the size of --latents, "
+                                        "else the bundle's native size]"),
+    latents: Optional[Path] = typer.Option(None, "--latents", help=".npy holding x_T, shape (n, C, H/f, W/f): C the "
+                                           "bundle's latent channels and f its VAE factor (`stylegen-trt info` "
+                                           "prints them; SD 1.x: 4 and 8, the demo: 4 and 2). Replaces the seed's x_T; DDPM's "
+                                           "per-step noise still comes from --seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Threads per operator [default: the backend's "
+                                          "choice: every usable core]"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     memory: str = typer.Option("fast", "--memory", help="fast | lean: lean frees working memory after each call "
                                "(lower peak memory, slower)"),
@@ -264,12 +290,10 @@ def generate(
     static: bool = typer.Option(False, "--static", help="trt/openvino: engines built for exactly this --height/--width/--n "
                                 "(`build --static`), guidance > 1"),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="trt: replay the UNet step as a CUDA graph (implies --static)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what is done (INFO) on stderr"),
 ):
     """Generate images from a prompt in the style of the given images."""
     setup_logging(verbose)
-    from rich.progress import Progress
-
     from stylegen_trt.runtime.bundle import open_bundle
     from stylegen_trt.runtime.images import read_image_file, save_png
     from stylegen_trt.runtime.pipeline import StylePipeline, check_request
@@ -299,7 +323,7 @@ def generate(
         options = dataclasses.replace(options, static=static_shapes(b.manifest, h, w, len(request.prompts)))
         engine_options(options.backend, static=options.static)  # --static is TensorRT's
     with StylePipeline(b, options) as pipe:
-        with Progress(transient=True) as progress:
+        with progress_display() as progress:
             task = progress.add_task("denoising", total=request.steps)
             result = pipe.generate(request, on_step=lambda i, total: progress.update(task, completed=i, total=total))
     paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(n)]
@@ -312,7 +336,13 @@ def generate(
         for done in written:  # all images or none
             done.unlink(missing_ok=True)
         fail(f"cannot write {path}: {exc.strerror or exc}: choose another --out")
-    typer.echo(f"wrote {', '.join(map(str, paths))} (seed {result.seed})")
+    if latents is None:
+        origin = f"seed {result.seed}"
+    elif request.scheduler == "ddpm":
+        origin = f"x_T from {latents}, seed {result.seed} for DDPM's per-step noise"
+    else:
+        origin = f"x_T from {latents}; {request.scheduler} draws no noise, so no seed was used"
+    typer.echo(f"wrote {', '.join(map(str, paths))} ({origin})")
 
 
 @app.command()
@@ -432,7 +462,7 @@ def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory (d
     typer.echo(describe_bundle(open_bundle(_bundle_or_demo(bundle))))
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def train(
     base: Path = typer.Option(..., "--base", help="Local SD 1.x directory in diffusers layout (frozen)."),
@@ -625,20 +655,25 @@ def evaluate_command(
         typer.echo(f"wrote {json_out}")
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def grid(
     out: Path = typer.Option(..., "--out", help="PNG of the grid: columns = prompts, rows = no style + each style."),
-    prompt: List[str] = typer.Option([], "--prompt", help="Prompt; repeat (demo default: four shapes)."),
-    style: List[Path] = typer.Option([], "--style", help="Style image; repeat (demo default: examples/styles)."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle"),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Default: the bundle's."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Default: the bundle's."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Default: the bundle's."),
-    seed: int = typer.Option(0, "--seed"),
+    prompt: List[str] = typer.Option([], "--prompt", help="Prompt; repeat [default for the demo: four shapes]",
+                                     show_default=False),
+    style: List[Path] = typer.Option([], "--style", metavar="IMAGE", help="Style image; repeat [default: the six example styles, "
+                                     "examples/styles/*.png, rendered by the package]", show_default=False),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory [default: the shipped demo model]"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="ddpm | ddim | dpmpp [default: the bundle's]"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps [default: the bundle's]"),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale "
+                                             "[default: the bundle's]"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first column; column i uses SEED + i"),
     cell: int = typer.Option(96, "--cell", help="Pixel size of each cell (images are upscaled, nearest)."),
 ):
     """A prompts x styles grid (plus the no-style row), each row headed by its style image."""
+    import tempfile
+
     from stylegen_trt.runtime.bundle import open_bundle
     from stylegen_trt.runtime.images import save_png
     from stylegen_trt.runtime.pipeline import StylePipeline
@@ -648,12 +683,19 @@ def grid(
     b = open_bundle(_bundle_or_demo(bundle))
     prompts = list(prompt) or (["a large circle in the center", "a small square on the left",
                                 "a large triangle on the right", "a large cross in the center"] if b.is_demo else [])
-    styles = list(style) or sorted((Path(__file__).parent.parent / "examples" / "styles").glob("*.png"))
     if not prompts:
         fail("give at least one --prompt")
-    with StylePipeline(b) as pipe:
-        image = style_grid(pipe, prompts, styles, cell=cell, seed=seed, scheduler=scheduler, steps=steps,
-                           guidance=guidance)
+    with tempfile.TemporaryDirectory(prefix="stylegen-grid-") as tmp:
+        styles = list(style)
+        if not styles:  # examples/styles is not in the wheel: the package renders the same images (numpy only)
+            from stylegen_trt.demo.data import example_styles
+
+            for name, swatch in sorted(example_styles(), key=lambda named: named[0]):  # the files' order
+                save_png(swatch, Path(tmp) / f"{name}.png")
+                styles.append(Path(tmp) / f"{name}.png")
+        with StylePipeline(b) as pipe:
+            image = style_grid(pipe, prompts, styles, cell=cell, seed=seed, scheduler=scheduler, steps=steps,
+                               guidance=guidance)
     save_png(image, out)
     typer.echo(f"wrote {out}: {1 + len(styles)} rows (no style + {len(styles)} styles) x {len(prompts)} prompts")
 

@@ -192,7 +192,9 @@ def heldout_swatches(count_per_palette: int = 2, seed: int = 7, size: int = 128)
 
 
 def example_styles(size: int = 128) -> list[tuple[str, np.ndarray]]:
-    """The style images under examples/styles: three in held-out palettes, three in named ones."""
+    """The style images under examples/styles (``grid``'s default styles, so it needs no examples folder):
+    three in held-out palettes, three in named ones - of which purple on yellow lies inside a held-out
+    region (RGB distance 88 from cobalt on lemon), so four of the six are in colours never drawn in training."""
     picks = (("stripes", HELDOUT_PALETTES[1], "heldout"), ("dots", HELDOUT_PALETTES[0], "heldout"),
              ("waves", HELDOUT_PALETTES[2], "heldout"), ("grid", NAMED_PALETTES["red-on-cream"], "red-on-cream"),
              ("hatching", NAMED_PALETTES["navy-on-pale-blue"], "navy-on-pale-blue"),

@@ -133,6 +133,10 @@ def describe_bundle(b: Bundle) -> str:
     lines.append(f"  sizes: native {s['native']}, {s['min']}..{s['max']} in multiples of {s['multiple']}; "
                  f"up to {s['max_images']} images")
     lines.append(f"  style images resized to {m['style']['image_size']}px; S is {m['style']['map_size']}x{m['style']['map_size']}")
+    lat = m["latent"]
+    lines.append(f"  latents: {lat['channels']} channels, VAE factor {lat['vae_scale_factor']} "
+                 f"(generate --latents: x_T of shape (n, {lat['channels']}, H/{lat['vae_scale_factor']}, "
+                 f"W/{lat['vae_scale_factor']}))")
     lines.append(f"  defaults: {json.dumps(m['defaults'])}")
     for name, spec in b.graphs.items():
         lines.append(f"  graph {name}:")
