@@ -484,7 +484,7 @@ def train(
                                 "where it stopped (same weights as a run never stopped)."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
     seed: int = typer.Option(0, "--seed", help="Seed of the branch's stem, the noise and the data order."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what is done (INFO) on stderr."),
 ):
     """Train the style branch on a folder of captioned images (base frozen, self-style, as in the patent)."""
     import re
