@@ -366,9 +366,6 @@ def build(
     Prints one line per graph.
     """
     setup_logging(verbose)
-    import time
-
-    from stylegen_trt.engines import cache, cache_fields
     from stylegen_trt.runtime.bundle import GRAPH_NAMES, open_bundle
 
     options = engine_options(backend, precision, device)
@@ -382,17 +379,10 @@ def build(
     b = open_bundle(_bundle_or_demo(bundle))
     if static:
         options = engine_options(backend, precision, device, static=static_shapes(b.manifest, height, width, n))
-    root = b.engine_cache_root()
     for name in graph or GRAPH_NAMES:
-        fields = cache_fields(b.graph_path(name), b.graphs[name], b.graph_files(name), options)
-        entry = cache.entry_dir(root, options.backend, fields)
-        reused = cache.is_valid(entry, fields)
-        start = time.perf_counter()
-        b.open_engine(name, options).close()
-        if not cache.is_valid(entry, fields):
-            fail(f"could not write the engine cache under {root}: set STYLEGEN_TRT_CACHE to a writable directory")
-        action = "reused" if reused else f"built in {time.perf_counter() - start:.1f} s"
-        shown = entry.relative_to(b.path) if entry.is_relative_to(b.path) else entry
+        built = b.build_engine(name, options)
+        action = "reused" if built.reused else f"built in {built.seconds:.1f} s"
+        shown = built.entry.relative_to(b.path) if built.entry.is_relative_to(b.path) else built.entry
         typer.echo(f"{name}: {action} -> {shown}")
 
 

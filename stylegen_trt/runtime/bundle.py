@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,13 @@ log = logging.getLogger(__name__)
 GRAPH_NAMES = ("text_encoder", "style_encoder", "style_branch", "unet", "vae_decoder")
 SECTIONS = ("graphs", "files", "tokenizer", "scheduler", "latent", "sizes", "style", "defaults", "tool_versions")
 VERIFIED_STAMP = ".verified.json"  # (size, mtime) of files whose hash was checked, to skip re-hashing
+
+
+@dataclass(frozen=True)
+class BuiltEngine:
+    entry: Path  # the cache entry directory
+    reused: bool  # valid before: nothing was built
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,22 @@ class Bundle:
     def engine_cache_root(self) -> Path:
         """<bundle>/engines, or a directory under the user cache root for a read-only or embedded bundle."""
         return engine_cache.cache_root_for(self.path, self.identity, embedded=self.is_embedded)
+
+    def build_engine(self, name: str, options: EngineOptions) -> "BuiltEngine":
+        """Fill graph ``name``'s engine cache entry for ``options`` (reusing a valid one), as `build` does
+        ahead of time; a cache that cannot be written is a UserError."""
+        from stylegen_trt.engines import cache_fields
+
+        root = self.engine_cache_root()
+        fields = cache_fields(self.graph_path(name), self.graphs[name], self.graph_files(name), options)
+        entry = engine_cache.entry_dir(root, options.backend, fields)
+        reused = engine_cache.is_valid(entry, fields)
+        start = time.perf_counter()
+        self.open_engine(name, options).close()
+        if not engine_cache.is_valid(entry, fields):
+            raise UserError(f"could not write the engine cache under {root}: set STYLEGEN_TRT_CACHE to a writable "
+                            "directory")
+        return BuiltEngine(entry, reused, time.perf_counter() - start)
 
     def open_engine(self, name: str, options: EngineOptions) -> Engine:
         root = self.engine_cache_root() if options.cache else None
