@@ -23,10 +23,20 @@ def _demote(markdown: str) -> str:
     return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines())
 
 
+def _label(results: dict) -> str:
+    """A column's name: the config, plus the backend and precision when not ONNX Runtime's fp32 default."""
+    settings = results.get("settings") or {}
+    backend = settings.get("backend", "ort")
+    if backend == "ort":
+        return results["model"]["name"]
+    precision = settings.get("precision", "auto")
+    return f"{results['model']['name']}, {backend}{'' if precision == 'auto' else ' ' + precision}"
+
+
 def render(paths: list[Path], out: Path, analysis: Path | None, extra: list[Path] = ()) -> str:
     runs = [(p, json.loads(p.read_text())) for p in paths]
     runs = [(p, r) for p, r in runs if "targets" in r]  # bench's JSONs; bench-serve's come in through --extra
-    names = [r["model"]["name"] for _, r in runs]
+    names = [_label(r) for _, r in runs]
     lines = ["# stylegen-trt benchmark results", "",
              "Every figure below was measured on this project's CPU machine by the command quoted in its "
              "section; ratios come from one run each. Re-render with `python benchmarks/render.py "
