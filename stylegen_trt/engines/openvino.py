@@ -289,13 +289,14 @@ class OpenVinoEngine(EngineBase):
                 raise UserError(f"the OpenVINO {self.spec.name} model has no output {name!r}: delete {blob.parent} "
                                 "and run again")
             outputs.append((name, port))
-        return compiled, compiled.create_infer_request(), outputs, data
+        return compiled, compiled.create_infer_request(), outputs, data, threading.Lock()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(self.spec, inputs)
-        _, request, outputs, _ = self.compiled_for({k: tuple(v.shape) for k, v in inputs.items()})
-        request.infer({k: np.ascontiguousarray(v) for k, v in inputs.items()})
-        return {name: np.array(request.get_tensor(port).data, copy=True) for name, port in outputs}
+        _, request, outputs, _, lock = self.compiled_for({k: tuple(v.shape) for k, v in inputs.items()})
+        with lock:  # one infer request per compiled model: callers on several threads take turns
+            request.infer({k: np.ascontiguousarray(v) for k, v in inputs.items()})
+            return {name: np.array(request.get_tensor(port).data, copy=True) for name, port in outputs}
 
     def close(self) -> None:
         self._compiled.clear()
