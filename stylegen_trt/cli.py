@@ -837,10 +837,10 @@ def _serve_settings(bundle: Optional[Path], backend: str, device: str, threads: 
 
 MAX_SERVE_BATCH = 16  # a cap: every request of a batch waits for the whole batch
 _SERVE_OPTIONS = dict(
-    backend=typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU) | openvino (CPU, bf16 where the CPU has it)"),
+    backend=typer.Option("ort", "--backend", help="ort (ONNX Runtime) | trt (TensorRT engines, CUDA GPU)"),
     device=typer.Option("auto", "--device", help="auto | cpu | cuda"),
     threads=typer.Option(None, "--threads", help="Intra-op threads per model instance [default: all cores]"),
-    precision=typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32, openvino: bf16 where the CPU has AVX512-BF16/AMX, else fp32) | fp32 | fp16 (trt only) | bf16 (openvino only)"),
+    precision=typer.Option("auto", "--precision", help="auto (trt: fp16, ort: fp32) | fp32 | fp16 (trt only)"),
     max_batch=typer.Option(None, "--max-batch", help="Requests Triton hands one model call (they share UNet "
                            "batches) [default: the bundle's images per batch, at most 16]"),
     max_queue_delay_ms=typer.Option(50.0, "--max-queue-delay-ms", help="How long Triton may hold a request to "
