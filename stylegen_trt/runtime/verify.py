@@ -121,8 +121,10 @@ def compare_outputs(graph: str, reference: Mapping[str, np.ndarray], candidate: 
 def verify(bundle: Bundle, candidate: EngineOptions, request: GenerationRequest) -> VerifyReport:
     """Compare ``candidate`` engines with the fp32 reference, graph by graph, then end to end.
     ``request`` should carry a style image, so that every graph runs."""
-    from stylegen_trt.engines import backend_class
+    from stylegen_trt.engines import backend_class, cache_fields
 
+    for name in GRAPH_NAMES:  # a candidate that cannot run here fails now, not after the reference's generation
+        cache_fields(bundle.graph_path(name), bundle.graphs[name], bundle.graph_files(name), candidate)
     precision = candidate.precision if candidate.precision != "auto" else \
         backend_class(candidate.backend).natural_precision()
     report = VerifyReport({**asdict(candidate), "precision": precision}, TOLERANCE[precision])
