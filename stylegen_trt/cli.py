@@ -190,7 +190,6 @@ def export(
         quiet_progress_bars()
     import tempfile
 
-    from rich.progress import Progress
 
     from stylegen_trt.export.bundle import export_bundle
     from stylegen_trt.export.graphs import ExportLimits
@@ -209,7 +208,7 @@ def export(
         description = {"kind": "tiny" if tiny else "custom", "base": "tiny random weights" if tiny else str(base),
                        "vgg": "seeded random VGG19" if tiny and vgg_given is None else str(vgg),
                        "branch": str(branch) if branch else "zero-initialised (plain SD)"}
-        with Progress(transient=True) as progress:
+        with progress_display() as progress:
             task = progress.add_task("exporting", total=5)
 
             def on_graph(name: str) -> None:
@@ -581,7 +580,6 @@ def evaluate_command(
     setup_logging(verbose)
     import tempfile
 
-    from rich.progress import Progress
 
     from stylegen_trt.metrics.evaluate import EvalSettings, add_fidelity, evaluate, write_report
     from stylegen_trt.runtime.bundle import open_bundle
@@ -633,7 +631,7 @@ def evaluate_command(
         if b.is_demo:
             from stylegen_trt.demo.classifier import content_judge
             judge = content_judge()
-        with StylePipeline(b, options) as pipe, Progress(transient=True) as progress:
+        with StylePipeline(b, options) as pipe, progress_display() as progress:
             task = progress.add_task("evaluating", total=len(styles) * len(prompts))
             report = evaluate(pipe, prompts, styles, stysim, settings, judge,
                               on_pair=lambda i, total: progress.update(task, completed=i))
