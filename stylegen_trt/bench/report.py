@@ -8,7 +8,17 @@ from pathlib import Path
 from stylegen_trt.bench.summary import median
 from stylegen_trt.bench.workload import STAGES
 
-SIDES = (("runtime", "runtime (ORT)"), ("torch", "PyTorch eager"))
+SIDES = (("runtime", "runtime"), ("torch", "PyTorch eager"))
+BACKEND_NAMES = {"ort": "ORT", "trt": "TensorRT", "openvino": "OpenVINO"}
+
+
+def runtime_label(results: dict) -> str:
+    """'runtime (ORT)', 'runtime (OpenVINO bf16)', ...: which backend the runtime side ran on."""
+    settings = results.get("settings", {})
+    backend = settings.get("backend", "ort")
+    precision = settings.get("precision", "auto")
+    name = BACKEND_NAMES.get(backend, backend)
+    return f"runtime ({name}{'' if precision in ('auto', None) else ' ' + precision})"
 COLOURS = {"runtime": (38, 110, 190), "torch": (230, 126, 34)}
 
 
@@ -86,7 +96,7 @@ def markdown(results: dict, plot_name: str | None = None) -> str:
                     (f" ({t['note']})" if t.get("note") else "")] for t in results["targets"]])
     agree = e2e["agreement"]
     out += ["", "## End to end (seconds per image)", ""]
-    out += _table(["", "runtime (ORT)", "PyTorch eager", "speedup"],
+    out += _table(["", runtime_label(results), "PyTorch eager", "speedup"],
                   [["median", _f(e2e["runtime_s"]), _f(e2e["torch_s"]), _x(e2e["speedup"])],
                    ["runs", ", ".join(_f(x) for x in e2e["runtime_runs_s"]),
                     ", ".join(_f(x) for x in e2e["torch_runs_s"]), ""]])
@@ -151,7 +161,7 @@ def markdown(results: dict, plot_name: str | None = None) -> str:
         def phase(side, key):
             return _f(median(r[key] for r in cold[side]))
 
-        out += _table(["", "runtime (ORT)", "PyTorch eager", "ratio"], [
+        out += _table(["", runtime_label(results), "PyTorch eager", "ratio"], [
             ["to first image, s", _f(cold["runtime_s"]), _f(cold["torch_s"]), _x(cold["speedup"]) + " faster"],
             ["  of which imports, s", phase("runtime", "to_main_s"), phase("torch", "to_main_s"), ""],
             ["  to models loaded, s", phase("runtime", "ready_s"), phase("torch", "ready_s"), ""],
@@ -212,7 +222,7 @@ def stage_plot(results: dict, path: Path) -> Path:
             draw.rectangle([label_w, y0, label_w + max(length, 1), y0 + bar_h - 2], fill=COLOURS[side])
             draw.text((label_w + length + 6, y0), f"{value:.3f}", fill=(40, 40, 40), font=small)
         y += 2 * bar_h + gap
-    for i, (side, label) in enumerate(SIDES):
+    for i, (side, label) in enumerate(((SIDES[0][0], runtime_label(results)), SIDES[1])):
         x = label_w + i * 170
         draw.rectangle([x, y + 8, x + 14, y + 20], fill=COLOURS[side])
         draw.text((x + 20, y + 6), label, fill="black", font=small)

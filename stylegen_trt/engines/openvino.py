@@ -160,7 +160,7 @@ def compile_in_child(onnx_path: Path, shapes: Mapping[str, tuple[int, ...]], pre
     if done is not None and done.stderr:
         log.info("OpenVINO compile child's stderr:\n%s", done.stderr[-4000:])
     message = (f"OpenVINO {what} compiling the {graph} graph in {precision} on this CPU "
-               f"({_processor_name()}): {FALLBACK}")
+               f"({cache.processor_name()}): {FALLBACK}")
     if done is None or done.returncode < 0:
         _failed[precision] = message  # a crash is the CPU's or the plugin's: do not try again in this process
     raise UserError(message)
@@ -203,7 +203,7 @@ class OpenVinoEngine(EngineBase):
             "precision": graph_precision(spec, options.precision),
             "performance_hint": PERFORMANCE_HINT,
             "machine": platform.machine(),
-            "processor": _processor_name(),
+            "processor": cache.processor_name(),
         }
 
     @classmethod
@@ -301,16 +301,6 @@ class OpenVinoEngine(EngineBase):
     def close(self) -> None:
         self._compiled.clear()
 
-
-def _processor_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":  # the compile child: python -m stylegen_trt.engines.openvino JOB_JSON

@@ -107,7 +107,7 @@ class OrtEngine(EngineBase):
             "providers": choose_providers(options.device),
             "opt_level": options.opt_level,
             "machine": platform.machine(),
-            "processor": _processor_name(),
+            "processor": cache.processor_name(),
         }
 
     def __init__(self, session: ort.InferenceSession, spec: GraphSpec):
@@ -197,13 +197,3 @@ class OrtEngine(EngineBase):
     def close(self) -> None:
         self.session = None
 
-
-def _processor_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
