@@ -5,7 +5,6 @@ reports, and the command-line options that reach them."""
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -121,18 +120,7 @@ def test_nan_in_an_output_is_a_one_line_error_naming_the_graph(demo_copy, swatch
 
 
 def _install(monkeypatch, tmp_path, major=10, **kwargs):
-    import polygraphy.cuda.cuda as pcuda
-
-    trt = trt_stub.make_tensorrt(major, **kwargs)
-    cudart = trt_stub.HostCudart()
-    wrapper = pcuda.Cuda.__new__(pcuda.Cuda)
-    wrapper.handle = cudart
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(pcuda, "G_CUDA", wrapper)
-    monkeypatch.setenv("STYLEGEN_TRT_CACHE", str(tmp_path / "user-cache"))
-    trt_stub.reset_polygraphy_tensorrt()
-    trt_backend.cuda_device.cache_clear()
-    return trt, cudart
+    return trt_stub.install_for_test(monkeypatch, tmp_path, major, **kwargs)
 
 
 @pytest.fixture(params=[10, 11])

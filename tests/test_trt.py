@@ -214,18 +214,7 @@ def demo_copy(tmp_path):
 
 
 def _install_stub(monkeypatch, tmp_path, major, **kwargs):
-    import polygraphy.cuda.cuda as pcuda
-
-    trt = trt_stub.make_tensorrt(major, **kwargs)
-    cudart = trt_stub.HostCudart()
-    wrapper = pcuda.Cuda.__new__(pcuda.Cuda)
-    wrapper.handle = cudart
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(pcuda, "G_CUDA", wrapper)
-    monkeypatch.setenv("STYLEGEN_TRT_CACHE", str(tmp_path / "user-cache"))
-    trt_stub.reset_polygraphy_tensorrt()
-    trt_backend.cuda_device.cache_clear()
-    return trt, cudart
+    return trt_stub.install_for_test(monkeypatch, tmp_path, major, **kwargs)
 
 
 @pytest.fixture()

@@ -604,3 +604,22 @@ def install(major: int, cudart: HostCudart | None = None, **kwargs):
     wrapper.handle = cudart or HostCudart()
     pcuda.G_CUDA = wrapper
     return trt, wrapper.handle
+
+
+def install_for_test(monkeypatch, tmp_path, major: int = 10, **kwargs):
+    """Put a stub ``tensorrt`` (TensorRT ``major``'s API) and a host-memory libcudart under polygraphy for
+    one test, with the user cache in ``tmp_path``; returns (tensorrt stub, cudart)."""
+    import polygraphy.cuda.cuda as pcuda
+
+    from stylegen_trt.engines import trt as trt_backend
+
+    trt = make_tensorrt(major, **kwargs)
+    cudart = HostCudart()
+    wrapper = pcuda.Cuda.__new__(pcuda.Cuda)
+    wrapper.handle = cudart
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(pcuda, "G_CUDA", wrapper)
+    monkeypatch.setenv("STYLEGEN_TRT_CACHE", str(tmp_path / "user-cache"))
+    reset_polygraphy_tensorrt()
+    trt_backend.cuda_device.cache_clear()
+    return trt, cudart
