@@ -576,7 +576,8 @@ def evaluate_command(
     threads: Optional[int] = typer.Option(None, "--threads"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ):
-    """StySim (the patent's metric) with vs without style guidance, and content accuracy for the demo."""
+    """StySim (the patent's metric), spectrum similarity and colour distance to the style image, with vs without
+    style guidance; for the demo also the texture family (a palette-blind judge) and content accuracy."""
     setup_logging(verbose)
     import tempfile
 
@@ -595,10 +596,10 @@ def evaluate_command(
         styles = list(style)
         prompts = list(prompt)
         if b.is_demo:
-            from stylegen_trt.demo import data
+            from stylegen_trt.demo import data, texture_judge
 
-            if not styles:
-                for name, swatch in data.heldout_swatches():
+            if not styles:  # every texture family in each held-out palette, drawn by the judge's own code
+                for name, swatch in texture_judge.eval_swatches():
                     save_png(swatch, Path(tmp) / f"{name}.png")
                     styles.append(Path(tmp) / f"{name}.png")
             prompts = prompts or [c.prompt for c in data.all_contents()]
@@ -627,14 +628,20 @@ def evaluate_command(
                                 seed=seed, seeds=seeds, images_per_pair=images_per_pair,
                                 prompts_per_call=prompts_per_call)
         stysim = _stysim_for(b, vgg)
-        judge = None
+        from stylegen_trt.metrics.texture import style_measures
+
+        judge, family_of = None, None
         if b.is_demo:
+            from stylegen_trt.demo import texture_judge
             from stylegen_trt.demo.classifier import content_judge
             judge = content_judge()
+            family_model = texture_judge.load()
+            family_of = lambda images: texture_judge.classify(family_model, images)  # noqa: E731
         with StylePipeline(b, options) as pipe, progress_display() as progress:
-            task = progress.add_task("evaluating", total=len(styles) * len(prompts))
+            task = progress.add_task("evaluating", total=len(styles) * len(prompts) * settings.seeds)
             report = evaluate(pipe, prompts, styles, stysim, settings, judge,
-                              on_pair=lambda i, total: progress.update(task, completed=i))
+                              on_pair=lambda i, total: progress.update(task, completed=i),
+                              measures=style_measures(family_of))
         if inception is not None or clip is not None:
             add_fidelity(report, inception, clip)
     typer.echo(report.table())

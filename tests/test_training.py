@@ -166,3 +166,59 @@ def test_cuda_device_without_cuda_is_one_line(tiny, captioned, tmp_path):
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and "no CUDA device" in result.stderr, \
         result.output
 
+
+
+def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
+    """The demo's vae, decoder and base stages; ``interrupt_at`` (stage, step) raises there, as a kill would."""
+    from stylegen_trt.demo import train as demo_train
+
+    real_log = demo_train._log_progress
+
+    def log_or_die(stage, step, total, loss, start):
+        if interrupt_at == (stage, step):
+            raise KeyboardInterrupt
+        real_log(stage, step, total, loss, start)
+
+    demo_train._log_progress = log_or_die
+    try:
+        vae = demo_train.train_vae(work, cfg)
+        demo_train.finetune_vae_decoder(work, cfg, vae)
+        demo_train.train_base(work, cfg, vae)
+    finally:
+        demo_train._log_progress = real_log
+
+
+@pytest.mark.parametrize("stage", ["vae decoder", "base"])
+def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage):
+    """Each demo stage, killed mid-way and re-run, ends as one never stopped (weights and losses)."""
+    from stylegen_trt.demo.train import DemoConfig
+
+    torch.set_num_threads(1)
+    cfg = DemoConfig(vae_steps=2, vae_batch=4, vae_decoder_steps=4, base_steps=4, base_batch=4, checkpoint_every=2)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    _demo_stages(whole, cfg)
+    with pytest.raises(KeyboardInterrupt):
+        _demo_stages(cut, cfg, interrupt_at=(stage, 3))
+    assert (cut / ("vae-decoder.ckpt" if stage == "vae decoder" else "base.ckpt")).is_file()
+    _demo_stages(cut, cfg)
+    for part in ("vae", "unet", "text_encoder"):
+        a, b = (load_file(str(next((root / "sd" / part).glob("*.safetensors")))) for root in (whole, cut))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    for log_name in ("vae-decoder.loss.json", "base.loss.json"):
+        assert json.loads((whole / log_name).read_text()) == json.loads((cut / log_name).read_text())
+    assert not list(cut.glob("*.ckpt"))  # finished stages leave no checkpoint behind
+
+
+def test_demo_batches_are_indexed_by_step():
+    from stylegen_trt.demo.train import batches
+
+    stream = batches(5, 3, name_texture=0.5)
+    first = [next(stream) for _ in range(4)]
+    resumed = batches(5, 3, start=2, name_texture=0.5)
+    for (a_img, a_cap), (b_img, b_cap) in zip(first[2:], [next(resumed) for _ in range(2)]):
+        assert torch.equal(a_img, b_img) and a_cap == b_cap
+    captions = [c for _, caps in (next(batches(9, 64, name_texture=0.5)),) for c in caps]
+    named = [c for c in captions if " with " in c]
+    assert 16 < len(named) < 48  # about half name the texture family
+    assert all(c.split(" with ")[1] in ("stripes", "dots", "grid", "hatching", "waves", "rings", "grain") for c in named)
+    assert not any(" with " in c for _, caps in (next(batches(9, 64)),) for c in caps)  # the branch's never do

@@ -41,7 +41,11 @@ HELDOUT_PALETTES: tuple[tuple[Colour, Colour], ...] = (
 )
 HELDOUT_RADIUS = 90.0   # RGB distance, per colour
 MIN_CONTRAST = 120.0    # RGB distance between pattern and ground, so every texture is visible
-WORDS = ("a", "small", "large", "on", "the", "in", "left", "center", "right", *SHAPES)
+# Texture periods in 32-px units. 6-9 px, not the 4-7 px of the first demo: lines of 1.4-2.5 px at a VAE
+# factor of 2 are 0.7-1.2 latent px, below what the tiny UNet drew as anything but one speckle (README).
+PERIOD_RANGE = (6.0, 9.0)
+GRAIN_CELL = 3.0  # px per grain cell (was 2: the same speckle scale the base collapsed to)
+WORDS = ("a", "small", "large", "on", "the", "in", "left", "center", "right", "with", *SHAPES, *TEXTURES)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class Content:
     def prompt(self) -> str:
         where = "in the center" if POSITIONS[self.position] == "center" else f"on the {POSITIONS[self.position]}"
         return f"a {SIZES[self.size]} {SHAPES[self.shape]} {where}"
+
+    def prompt_with_texture(self, texture: int) -> str:
+        """The caption that also names the texture family, as real SD's captions name styles."""
+        return f"{self.prompt} with {TEXTURES[texture]}"
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ def random_palette(rng: np.random.Generator) -> tuple[Colour, Colour]:
 def random_style(rng: np.random.Generator, palette: tuple[Colour, Colour] | None = None) -> Style:
     """A random texture; in a random training palette unless ``palette`` is given."""
     fg, bg = palette if palette is not None else random_palette(rng)
-    return Style(int(rng.integers(len(TEXTURES))), fg, bg, float(rng.uniform(4.0, 7.0)),
+    return Style(int(rng.integers(len(TEXTURES))), fg, bg, float(rng.uniform(*PERIOD_RANGE)),
                  float(rng.uniform(0, np.pi)), float(rng.uniform(0, 2 * np.pi)))
 
 
@@ -111,14 +119,14 @@ def pattern(style: Style, size: int, rng: np.random.Generator) -> np.ndarray:
     elif name == "grid":
         out = (((u / p) % 1.0) < 0.22) | (((v / p) % 1.0) < 0.22)
     elif name == "hatching":
-        out = (((x + y) / p + ph) % 1.0 < 0.2) | (((x - y) / p) % 1.0 < 0.2)
+        out = (((x + y) / p + ph) % 1.0 < 0.3) | (((x - y) / p) % 1.0 < 0.3)
     elif name == "waves":
         out = ((u + 1.8 * np.sin(v * 2 * np.pi / (2.5 * p) + ph)) / p % 1.0) < 0.35
     elif name == "rings":
         cx, cy = 16 + 10 * np.cos(ph), 16 + 10 * np.sin(ph)
         out = (np.hypot(x - cx, y - cy) / p % 1.0) < 0.35
     else:  # grain: sparse speckles on a field that varies slowly
-        cells = np.floor(x / 2.0) * 7919 + np.floor(y / 2.0) * 104729 + int(ph * 1000)
+        cells = np.floor(x / GRAIN_CELL) * 7919 + np.floor(y / GRAIN_CELL) * 104729 + int(ph * 1000)
         out = (np.sin(cells) * 43758.5453 % 1.0) < 0.25
     return out.astype(np.float32)
 
@@ -201,7 +209,7 @@ def example_styles(size: int = 128) -> list[tuple[str, np.ndarray]]:
              ("rings", NAMED_PALETTES["purple-on-yellow"], "purple-on-yellow"))
     out = []
     for k, (texture, (fg, bg), label) in enumerate(picks):
-        style = Style(TEXTURES.index(texture), fg, bg, period=5.0 + 0.4 * k, angle=0.5 + 0.35 * k, phase=1.0 + k)
+        style = Style(TEXTURES.index(texture), fg, bg, period=6.2 + 0.5 * k, angle=0.5 + 0.35 * k, phase=1.0 + k)
         out.append((f"{texture}-{label}", render(None, style, size=size)))
     return out
 

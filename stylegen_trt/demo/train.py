@@ -41,12 +41,15 @@ class DemoConfig:
     vae_batch: int = 32
     # decoder-only fine-tune after the joint VAE training: the encoder (so the latent space, the base
     # and the branch trained on it) stays as it is; the decoder learns to draw thin lines sharply
-    vae_decoder_steps: int = 3000
+    vae_decoder_steps: int = 1000
     base_steps: int = 7000
     base_batch: int = 32
     base_learning_rate: float = 6e-4
     ema_decay: float = 0.999
-    branch_steps: int = 2500
+    # captions that name the texture family ("... with stripes"), as real SD's captions name styles: the
+    # base then knows each family as a mode it can be steered to (README: without it, one speckle)
+    texture_caption_rate: float = 0.5
+    branch_steps: int = 3000
     branch_batch: int = 32
     branch_learning_rate: float = 5e-4
     guidance: float = 4.0  # the bundle's default CFG scale: above it the shapes saturate (measured, README)
@@ -55,13 +58,95 @@ class DemoConfig:
     # unchanged up to 2 and 90.6% at 3 (2 seeds x 144 pairs each)
     style_scale: float = 1.5
     threads: int = 2
+    checkpoint_every: int = 250  # steps between a stage's checkpoints (a stage cut off resumes from there)
 
 
-def batches(seed: int, batch: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
-    rng = np.random.default_rng(seed)
-    while True:
-        images, prompts, _, _ = data.sample_batch(rng, batch)
-        yield torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, prompts
+class DemoBatches:
+    """Endless batches of (images (B, 3, 32, 32) in [0, 1], captions); batch ``i`` is drawn from its own
+    generator ``default_rng([seed, i])``, so a resumed stage starts its stream at its step with no replay
+    (``state_dict`` is that index). ``name_texture``: the fraction of captions that also name the texture
+    family (the base's captions; the branch's never do, so it must find the texture in S)."""
+
+    def __init__(self, seed: int, batch: int, start: int = 0, name_texture: float = 0.0):
+        self.seed, self.batch, self.index, self.name_texture = seed, batch, start, name_texture
+
+    def __iter__(self) -> "DemoBatches":
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, list[str]]:
+        rng = np.random.default_rng([self.seed, self.index])
+        self.index += 1
+        images, prompts, contents, styles = data.sample_batch(rng, self.batch)
+        named = rng.random(self.batch) < self.name_texture
+        prompts = [c.prompt_with_texture(s.texture) if n else p for p, c, s, n in zip(prompts, contents, styles, named)]
+        return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, prompts
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "index": self.index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.index = state["index"]
+
+
+def batches(seed: int, batch: int, start: int = 0, name_texture: float = 0.0) -> DemoBatches:
+    return DemoBatches(seed, batch, start, name_texture)
+
+
+class _GeneratorState:
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self):
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["state"])
+
+
+class _TensorList:
+    def __init__(self, tensors: list[torch.Tensor]):
+        self.tensors = tensors
+
+    def state_dict(self):
+        return {"tensors": [t.clone() for t in self.tensors]}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            torch._foreach_copy_(self.tensors, state["tensors"])
+
+
+class StageCheckpoint:
+    """A stage's whole training state (models, optimiser, LR schedule, EMA, generators, torch's global
+    RNG, step, losses) saved atomically every ``every`` steps; ``resume`` puts it back. The data stream is
+    indexed by step (``batches``), so a stage cut off anywhere and re-run ends with the same weights, bit
+    for bit on the same machine and thread count, as one never stopped (``tests/test_training.py``)."""
+
+    def __init__(self, path: Path, every: int, **parts):
+        self.path, self.every = Path(path), every
+        self.parts = {name: _GeneratorState(p) if isinstance(p, torch.Generator) else
+                      _TensorList(p) if isinstance(p, list) else p for name, p in parts.items()}
+
+    def resume(self) -> tuple[int, list[float]]:
+        """(last completed step, its losses); (0, []) when there is no checkpoint."""
+        if not self.path.is_file():
+            return 0, []
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        for name, part in self.parts.items():
+            part.load_state_dict(state["parts"][name])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed %s at step %d", self.path.name, state["step"])
+        return state["step"], list(state["losses"])
+
+    def save(self, step: int, losses: list[float]) -> None:
+        if step % self.every:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save({"parts": {name: part.state_dict() for name, part in self.parts.items()},
+                    "torch_rng": torch.get_rng_state(), "step": step, "losses": losses}, tmp)
+        tmp.replace(self.path)
+
+    def done(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _log_progress(stage: str, step: int, total: int, loss: float, start: float) -> None:
@@ -83,10 +168,11 @@ def train_vae(work: Path, cfg: DemoConfig):
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=cfg.vae_steps, pct_start=0.05)
-    stream = batches(cfg.seed + 1, cfg.vae_batch)
+    checkpoint = StageCheckpoint(work / "vae.ckpt", cfg.checkpoint_every, vae=vae, opt=opt, sched=sched)
+    done, losses = checkpoint.resume()
+    stream = batches(cfg.seed + 1, cfg.vae_batch, start=done)
     start = time.perf_counter()
-    losses = []
-    for step in range(1, cfg.vae_steps + 1):
+    for step in range(done + 1, cfg.vae_steps + 1):
         images, _ = next(stream)
         x = images * 2 - 1
         posterior = vae.encode(x).latent_dist
@@ -99,6 +185,7 @@ def train_vae(work: Path, cfg: DemoConfig):
         sched.step()
         losses.append(loss.item())
         _log_progress("vae", step, cfg.vae_steps, float(np.mean(losses[-50:])), start)
+        checkpoint.save(step, losses)
     vae.eval()
     with torch.no_grad():  # SD's convention: latents scaled to unit variance
         images, _ = next(batches(cfg.seed + 99, 256))
@@ -106,6 +193,7 @@ def train_vae(work: Path, cfg: DemoConfig):
     vae.register_to_config(scaling_factor=1.0 / std)
     vae.save_pretrained(out)
     (work / "vae.loss.json").write_text(json.dumps(losses))
+    checkpoint.done()
     return vae
 
 
@@ -126,11 +214,12 @@ def finetune_vae_decoder(work: Path, cfg: DemoConfig, vae) -> None:
     params = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=cfg.vae_decoder_steps, pct_start=0.05)
-    stream = batches(cfg.seed + 8, cfg.vae_batch)
+    checkpoint = StageCheckpoint(work / "vae-decoder.ckpt", cfg.checkpoint_every, vae=vae, opt=opt, sched=sched)
+    done, losses = checkpoint.resume()
+    stream = batches(cfg.seed + 8, cfg.vae_batch, start=done)
     vae.train()
     start = time.perf_counter()
-    losses = []
-    for step in range(1, cfg.vae_decoder_steps + 1):
+    for step in range(done + 1, cfg.vae_decoder_steps + 1):
         images, _ = next(stream)
         x = images * 2 - 1
         with torch.no_grad():
@@ -144,9 +233,11 @@ def finetune_vae_decoder(work: Path, cfg: DemoConfig, vae) -> None:
         sched.step()
         losses.append(loss.item())
         _log_progress("vae decoder", step, cfg.vae_decoder_steps, float(np.mean(losses[-50:])), start)
+        checkpoint.save(step, losses)
     vae.eval()
     vae.save_pretrained(work / "sd" / "vae")
     (work / "vae-decoder.loss.json").write_text(json.dumps(losses))
+    checkpoint.done()
 
 
 def write_tokenizer(work: Path):
@@ -202,10 +293,12 @@ def train_base(work: Path, cfg: DemoConfig, vae):
                                                 pct_start=0.03)
     vae.eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed + 3)
-    stream = batches(cfg.seed + 4, cfg.base_batch)
+    checkpoint = StageCheckpoint(work / "base.ckpt", cfg.checkpoint_every, unet=unet, text_encoder=text_encoder,
+                                 opt=opt, sched=sched, ema=ema, generator=gen)
+    done, losses = checkpoint.resume()
+    stream = batches(cfg.seed + 4, cfg.base_batch, start=done, name_texture=cfg.texture_caption_rate)
     start = time.perf_counter()
-    losses = []
-    for step in range(1, cfg.base_steps + 1):
+    for step in range(done + 1, cfg.base_steps + 1):
         images, prompts = next(stream)
         with torch.no_grad():
             x0 = vae.encode(images * 2 - 1).latent_dist.mean * vae.config.scaling_factor
@@ -225,12 +318,16 @@ def train_base(work: Path, cfg: DemoConfig, vae):
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - min(cfg.ema_decay, (1 + step) / (10 + step)))
         losses.append(loss.item())
         _log_progress("base", step, cfg.base_steps, float(np.mean(losses[-50:])), start)
+        checkpoint.save(step, losses)
         if step % 1000 == 0 and step < cfg.base_steps:  # to look at samples while training goes on
             save_ema(work / "base-snapshot")
+            (work / "base-snapshot" / "scheduler").mkdir(parents=True, exist_ok=True)
+            (work / "base-snapshot" / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config))
     (sd / "scheduler").mkdir(parents=True, exist_ok=True)
     (sd / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2))
     save_ema(sd)
     (work / "base.loss.json").write_text(json.dumps(losses))
+    checkpoint.done()
 
 
 def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
@@ -243,7 +340,7 @@ def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
     encoder = loaders.load_style_encoder(work / "vgg19.pth")
     branch = loaders.new_branch(base, seed=cfg.seed, stem_hidden=32)
     train_cfg = TrainConfig(steps=cfg.branch_steps, batch_size=cfg.branch_batch, learning_rate=cfg.branch_learning_rate,
-                            caption_dropout=0.1, style_image_size=data.IMAGE_SIZE, checkpoint_every=250,
+                            caption_dropout=0.1, style_image_size=data.IMAGE_SIZE, checkpoint_every=cfg.checkpoint_every,
                             seed=cfg.seed + 5)
     trainer = BranchTrainer(base, encoder, branch, train_cfg)
     start = time.perf_counter()

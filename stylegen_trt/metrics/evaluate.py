@@ -26,6 +26,11 @@ from stylegen_trt.runtime.requests import build_request
 log = logging.getLogger(__name__)
 
 Judge = Callable[[np.ndarray, list[str]], list[bool]]  # images (N, H, W, 3), prompts -> content matches
+# images (N, H, W, 3), the style image -> {measure: per-image values} (metrics.texture.style_measures)
+StyleMeasures = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
+# (name, table label, format): the style measures a report shows when its rows have them
+STYLE_MEASURES = (("texture_match", "texture family match", ".1%"), ("spectrum", "spectrum similarity", ".3f"),
+                  ("colour_distance", "colour distance (RGB)", ".1f"))
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,10 @@ class EvalReport:
         if self.rows and "content_guided" in self.rows[0]:
             out["content_accuracy_guided"] = float(np.mean([r["content_guided"] for r in self.rows]))
             out["content_accuracy_off"] = float(np.mean([r["content_off"] for r in self.rows]))
+        for name, _, _ in STYLE_MEASURES:
+            if self.rows and f"{name}_guided" in self.rows[0]:
+                out[f"{name}_guided"] = float(np.mean([r[f"{name}_guided"] for r in self.rows]))
+                out[f"{name}_off"] = float(np.mean([r[f"{name}_off"] for r in self.rows]))
         seeds = sorted({r["seed"] for r in self.rows if "seed" in r})
         if len(seeds) > 1:  # the spread the pooled figures hide
             out["stysim_ratio_per_seed"] = {
@@ -76,6 +85,9 @@ class EvalReport:
                  f"{'ratio guided/off':24}{s['stysim_ratio']:>14.3f}"]
         if "content_accuracy_guided" in s:
             lines.append(f"{'content accuracy':24}{s['content_accuracy_guided']:>14.1%}{s['content_accuracy_off']:>14.1%}")
+        for name, label, fmt in STYLE_MEASURES:
+            if f"{name}_guided" in s:
+                lines.append(f"{label:24}{s[f'{name}_guided']:>14{fmt}}{s[f'{name}_off']:>14{fmt}}")
         for name, label in (("fid", "FID to style images"), ("kid_mean", "KID to style images"),
                             ("clipsim", "CLIPSIM to prompt")):
             if f"{name}_guided" in s:
@@ -95,7 +107,8 @@ def style_reference(path: Path) -> np.ndarray:
 
 def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim: StySim,
              settings: EvalSettings = EvalSettings(), judge: Judge | None = None,
-             on_pair: Callable[[int, int], None] | None = None) -> EvalReport:
+             on_pair: Callable[[int, int], None] | None = None,
+             measures: StyleMeasures | None = None) -> EvalReport:
     report = EvalReport(settings)
     total = len(prompts) * len(styles) * settings.seeds
     n = settings.images_per_pair
@@ -119,6 +132,8 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
                 off = plain[seed, start]
                 refs = np.repeat(reference[None], n * len(chunk), axis=0)
                 sims_guided, sims_off = stysim(guided, refs), stysim(off, refs)
+                extra = ({"guided": measures(guided, reference), "off": measures(off, reference)}
+                         if measures is not None else {})
                 for k, prompt in enumerate(chunk):
                     mine = slice(k * n, (k + 1) * n)
                     row = {"prompt": prompt, "style": str(style), "seed": seed,
@@ -126,6 +141,8 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
                     if judge is not None:
                         row["content_guided"] = float(np.mean(judge(guided[mine], [prompt] * n)))
                         row["content_off"] = float(np.mean(judge(off[mine], [prompt] * n)))
+                    for kind, values in extra.items():
+                        row.update({f"{name}_{kind}": float(v[mine].mean()) for name, v in values.items()})
                     report.rows.append(row)
                     report.images["guided"].extend(guided[mine])
                     report.images["off"].extend(off[mine])
