@@ -49,7 +49,7 @@ def test_unknown_word_is_one_warning_line_in_a_real_process(tmp_path):
     out = tmp_path / "lh.png"
     proc = cli("generate", "--prompt", "a lighthouse", "--steps", "2", "--seed", "0", "--out", str(out), check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"wrote {out} (seed 0)\n"  # nothing else on stdout: no blank line from the progress bar
+    assert proc.stdout == f"wrote {out} (32x32 px; seed 0)\n"  # nothing else on stdout: no blank line from the progress bar
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "'lighthouse'" in lines[0] and "WARNING" in lines[0], proc.stderr
     assert out.is_file()
@@ -60,7 +60,25 @@ def test_known_prompt_prints_only_the_result(tmp_path):
     proc = cli("generate", "--prompt", "a large triangle on the right", "--steps", "2", "--seed", "3",
                "--out", str(out), check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"wrote {out} (seed 3)\n" and proc.stderr == ""
+    assert proc.stdout == f"wrote {out} (32x32 px; seed 3)\n" and proc.stderr == ""
+
+
+def test_default_seed_repeats_the_image_and_upscale_writes_blocks(tmp_path):
+    """The README's first command: no --seed gives seed 0 every time; --upscale 8 writes 256x256 of 8x8 blocks."""
+    from PIL import Image
+
+    args = ["generate", "--prompt", "a large circle on the left", "--steps", "3", "--style",
+            str(REPO / "examples" / "styles" / "stripes-heldout.png")]
+    first = runner.invoke(app, [*args, "--out", str(tmp_path / "a.png")])
+    second = runner.invoke(app, [*args, "--upscale", "8", "--out", str(tmp_path / "b.png")])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert first.stdout.strip().endswith("(32x32 px; seed 0)")
+    assert second.stdout.strip().endswith("(32x32 px, written at 256x256 (--upscale 8); seed 0)")
+    small, big = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
+    assert big.shape == (256, 256, 3) and np.array_equal(big[::8, ::8], small)
+    assert np.array_equal(big, small.repeat(8, 0).repeat(8, 1))
+    bad = runner.invoke(app, [*args, "--upscale", "0", "--out", str(tmp_path / "c.png")])
+    assert bad.exit_code == 2 and not (tmp_path / "c.png").exists()
 
 
 def test_generate_help_describes_every_option():
@@ -78,7 +96,7 @@ def test_generate_help_describes_every_option():
         entry = " ".join([lines[i], *(l.strip() for l in takewhile(lambda l: not re.match(r" {2}-", l), lines[i + 1:]))])
         assert "[default: the bundle's]" in entry, entry
     assert "(n, C, H/f, W/f)" in text and "VAE factor" in text
-    assert "[default: a random seed, printed]" in text
+    assert "the same command gives the same image" in text and "--upscale" in text
 
 
 def test_latents_line_says_where_x_t_came_from(tmp_path):

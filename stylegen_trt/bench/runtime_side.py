@@ -35,9 +35,8 @@ class RuntimeSide:
             shapes = StaticShapes(latent, latent, 1)
         options = EngineOptions(backend=backend, device=device, threads=threads, memory=memory, precision=precision,
                                 static=shapes, cuda_graph=cuda_graph)
-        self.pipe = StylePipeline(b, options)
         # No on-disk S cache: with caches cleared, every run computes S with the style encoder.
-        self.pipe.style_cache.directory = None
+        self.pipe = StylePipeline(b, options, style_cache_dir=False)
         self.native_size = self.pipe.bundle.manifest["sizes"]["native"]
         self.device = self.pipe.engines["unet"].engine.device  # "cpu", "cuda", "cuda:0"
 

@@ -12,7 +12,7 @@ import numpy as np
 # denoising loop and the VAE that moves a uint8 pixel by a unit or two (as in tests/test_runtime.py).
 MAX_PIXEL_DIFF = 2
 
-# What the runtime is meant to reach on CPU, as ratios measured in one run (issue 4).
+# The project's goals for the runtime on CPU, as ratios measured in one run (benchmarks/README.md).
 SMALL_SPEEDUP = 2.0  # demo/small/tiny: end-to-end, runtime vs PyTorch eager
 SD15_SPEEDUP = 1.15  # SD-1.5-size: end-to-end
 SD15_GEMM_SHARE = 0.85  # SD-1.5-size: UNet step's achieved FLOP/s over the measured fp32 GEMM rate
@@ -96,7 +96,7 @@ def profile_of(config: str, native_size: int) -> Literal["small", "sd15"]:
 
 
 def targets(results: dict) -> list[Target]:
-    """Every target of issue 4 against ``results`` (the bench's JSON dict); missing sections -> not measured."""
+    """Every one of the project's goals against ``results`` (the bench's JSON dict); missing sections -> not measured."""
     profile = results.get("targets_profile", "small")
     e2e = results.get("end_to_end") or {}
     agree = bool((e2e.get("agreement") or {}).get("agree", False))

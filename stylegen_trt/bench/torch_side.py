@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import time
 from typing import Callable
-from unittest import mock
 
 import numpy as np
 import torch
@@ -19,15 +18,11 @@ import torch
 from stylegen_trt.bench.configs import BenchModel
 from stylegen_trt.bench.workload import Run, Workload, stage_table
 from stylegen_trt.models import loaders
-from stylegen_trt.models import reference as reference_module
-from stylegen_trt.models.reference import TorchReference
+from stylegen_trt.models.reference import TorchReference, diffusers_scheduler
 from stylegen_trt.runtime.images import read_image_file, resize_rgb01
 from stylegen_trt.runtime.pipeline import StageTimes
 
 log = logging.getLogger(__name__)
-
-_diffusers_scheduler = reference_module.diffusers_scheduler  # the original, whatever is patched later
-
 
 class TimedCall:
     """Calls ``target`` and books the wall time under ``stage``; other attributes pass through."""
@@ -93,24 +88,23 @@ class TorchSide:
             vae=TimedMethod(base.vae, "decode", "vae_decoder", times))
         # TorchReference wraps base.unet (left untimed here) in a ResidualUNet; that one is timed below.
         self.reference = TorchReference(timed_base, TimedCall(encoder, "style_encoder", times),
-                                        TimedCall(branch, "style_branch", times), device=device, dtype=torch_dtype)
+                                        TimedCall(branch, "style_branch", times), device=device, dtype=torch_dtype,
+                                        scheduler_factory=self._timed_scheduler)
         self.reference.unet = TimedCall(self.reference.unet, "unet", times)
         self._times = times
 
     def _timed_scheduler(self, name: str, config: dict):
-        return TimedMethod(_diffusers_scheduler(name, config), "step", "scheduler", self._times)
+        return TimedMethod(diffusers_scheduler(name, config), "step", "scheduler", self._times)
 
     def run(self, work: Workload) -> Run:
         self.times = StageTimes()
         latents = work.latents()
-        # The reference looks its scheduler factory up in its module: swap in one whose step is timed.
-        with mock.patch.object(reference_module, "diffusers_scheduler", self._timed_scheduler):
-            start = time.perf_counter()
-            pixels = [resize_rgb01(read_image_file(work.style)[0], self.style_image_size)] if work.style else []
-            images = self.reference.generate(
-                work.prompt, latents, negative=work.negative, style_images=pixels, scheduler=work.scheduler,
-                steps=work.steps, guidance=work.guidance, rng=np.random.default_rng(work.seed))
-            if self.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        pixels = [resize_rgb01(read_image_file(work.style)[0], self.style_image_size)] if work.style else []
+        images = self.reference.generate(
+            work.prompt, latents, negative=work.negative, style_images=pixels, scheduler=work.scheduler,
+            steps=work.steps, guidance=work.guidance, rng=np.random.default_rng(work.seed))
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
         return Run(images, seconds, stage_table(self.times.seconds, self.times.calls, seconds))

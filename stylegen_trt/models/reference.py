@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -53,6 +53,8 @@ class TorchReference:
     branch: StyleBranch
     device: str = "cpu"  # the modules must already be there (the bench's GPU side: cuda, float16)
     dtype: torch.dtype = torch.float32
+    # (name, scheduler config) -> a diffusers scheduler; the bench passes one whose step it times
+    scheduler_factory: Callable[[str, dict], object] = diffusers_scheduler
 
     def __post_init__(self):
         self.unet = ResidualUNet(self.base.unet).eval()
@@ -73,7 +75,7 @@ class TorchReference:
                  guidance: float = 7.5, rng: np.random.Generator | None = None) -> np.ndarray:
         """(n, H, W, 3) uint8 from x_T = ``latents`` (n, C, h, w)."""
         n, _, h, w = latents.shape
-        sched = diffusers_scheduler(scheduler, self.base.scheduler_config)
+        sched = self.scheduler_factory(scheduler, self.base.scheduler_config)
         sched.set_timesteps(steps)
         ts = sched.timesteps
         cfg = guidance > 1.0

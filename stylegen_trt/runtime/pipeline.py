@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Literal, Mapping
 
 import numpy as np
 
@@ -324,7 +324,7 @@ class StylePipeline:
     serves several requests, denoising compatible ones together."""
 
     def __init__(self, bundle: Bundle, options: EngineOptions = EngineOptions(),
-                 style_cache_dir: Path | None = None, residual_cache_bytes: int = 0):
+                 style_cache_dir: Path | None | Literal[False] = None, residual_cache_bytes: int = 0):
         self.bundle = bundle
         m = bundle.manifest
         self.tokenizer = PromptTokenizer.from_manifest(bundle.path, m["tokenizer"])
@@ -339,7 +339,8 @@ class StylePipeline:
             self.close()
             raise
         encoder_sha = m["files"][m["graphs"]["style_encoder"]["file"]]["sha256"]
-        cache_dir = style_cache_dir if style_cache_dir is not None else default_cache_dir()
+        # None: the user's cache directory; False: no S on disk (the benchmark: every cold run encodes S)
+        cache_dir = None if style_cache_dir is False else style_cache_dir if style_cache_dir is not None else default_cache_dir()
         self.style_cache = StyleMapCache(cache_dir, encoder_sha, m["style"]["image_size"])
         self.residual_cache = ResidualCache(residual_cache_bytes) if residual_cache_bytes > 0 else None
         self._contexts: OrderedDict[str, np.ndarray] = OrderedDict()
