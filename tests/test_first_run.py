@@ -105,11 +105,11 @@ def test_latents_line_says_where_x_t_came_from(tmp_path):
     ddpm = runner.invoke(app, ["generate", "-p", "a large circle on the left", "--latents", str(path), "--steps", "2",
                                "--seed", "5", "--out", str(tmp_path / "a.png")])
     assert ddpm.exit_code == 0, ddpm.output
-    assert ddpm.stdout.strip().endswith(f"(x_T from {path}, seed 5 for DDPM's per-step noise)")
+    assert ddpm.stdout.strip().endswith(f"(32x32 px; x_T from {path}, seed 5 for DDPM's per-step noise)")
     ddim = runner.invoke(app, ["generate", "-p", "a large circle on the left", "--latents", str(path), "--steps", "2",
                                "--scheduler", "ddim", "--out", str(tmp_path / "b.png")])
     assert ddim.exit_code == 0, ddim.output
-    assert ddim.stdout.strip().endswith(f"(x_T from {path}; ddim draws no noise, so no seed was used)")
+    assert ddim.stdout.strip().endswith(f"(32x32 px; x_T from {path}; ddim draws no noise, so no seed was used)")
 
 
 def test_info_gives_the_latent_shape():

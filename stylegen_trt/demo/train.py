@@ -42,14 +42,14 @@ class DemoConfig:
     # decoder-only fine-tune after the joint VAE training: the encoder (so the latent space, the base
     # and the branch trained on it) stays as it is; the decoder learns to draw thin lines sharply
     vae_decoder_steps: int = 1000
-    base_steps: int = 7000
+    base_steps: int = 5000
     base_batch: int = 32
     base_learning_rate: float = 6e-4
     ema_decay: float = 0.999
     # captions that name the texture family ("... with stripes"), as real SD's captions name styles: the
     # base then knows each family as a mode it can be steered to (README: without it, one speckle)
     texture_caption_rate: float = 0.5
-    branch_steps: int = 3000
+    branch_steps: int = 1500
     branch_batch: int = 32
     branch_learning_rate: float = 5e-4
     guidance: float = 4.0  # the bundle's default CFG scale: above it the shapes saturate (measured, README)
@@ -140,6 +140,7 @@ class StageCheckpoint:
     def save(self, step: int, losses: list[float]) -> None:
         if step % self.every:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         torch.save({"parts": {name: part.state_dict() for name, part in self.parts.items()},
                     "torch_rng": torch.get_rng_state(), "step": step, "losses": losses}, tmp)
