@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from stylegen_trt.demo import classifier, data
+from stylegen_trt.demo import classifier, data, texture_judge
+from stylegen_trt.metrics.texture import style_measures
 from stylegen_trt.engines.base import EngineOptions
 from stylegen_trt.metrics.evaluate import EvalSettings, evaluate
 from stylegen_trt.metrics.stysim import StySim
@@ -17,7 +18,8 @@ from stylegen_trt.runtime.images import save_png
 from stylegen_trt.runtime.pipeline import GenerationRequest, StylePipeline, StyleRequest
 
 DEMO = Path(__file__).parent.parent / "stylegen_trt" / "demo" / "bundle"
-ACCEPTANCE_PROMPTS = [c.prompt for c in data.all_contents()]  # 24 contents x 6 held-out swatches
+# every shape, position and size, 8 prompts x 21 swatches (7 families x 3 held-out palettes) x 2 seeds
+ACCEPTANCE_PROMPTS = [c.prompt for c in data.all_contents()[::3]]
 
 
 def test_procedural_data_is_reproducible_and_independent():
@@ -81,31 +83,37 @@ def demo_pipe(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def heldout_styles(tmp_path_factory):
+    """Every texture family in each held-out palette, drawn by the texture judge's code (not demo.data)."""
     root = tmp_path_factory.mktemp("heldout")
     paths = []
-    for name, swatch in data.heldout_swatches():
+    for name, swatch in texture_judge.eval_swatches():
         save_png(swatch, root / f"{name}.png")
         paths.append(root / f"{name}.png")
     return paths
 
 
 def test_demo_acceptance_on_heldout_swatches(demo_pipe, heldout_styles):
-    """Issue 3's bar, on swatches in palettes never drawn in training, every demo content, at the
-    bundle's defaults (DDPM-50, CFG 4, style scale 1.5): StySim guided <= 0.6x branch-off and content
-    accuracy >= 90% guided, pooled over seeds 0 and 1 (288 pairs; one seed's ratio moves by +-0.07,
-    see README). ~70 s on 2 cores."""
+    """Issue 12's measures on swatches the model never saw (palettes never drawn in training, rendered by
+    other code), at the bundle's defaults (DDPM-50, CFG 4, style scale), pooled over seeds 0 and 1:
+    the palette-blind judge's family match, spectrum similarity and colour distance, with the branch
+    on vs off; StySim ratio and content accuracy as before. Figures and bars: README, "The demo model"."""
     from stylegen_trt.demo.train import DemoConfig
 
     d = demo_pipe.bundle.manifest["defaults"]
     assert (d["scheduler"], d["steps"], d["guidance"], d["style_scale"]) == ("ddpm", 50, DemoConfig.guidance,
                                                                           DemoConfig.style_scale)
+    family_model = texture_judge.load()
     report = evaluate(demo_pipe, ACCEPTANCE_PROMPTS, heldout_styles, StySim(random_vgg19_state(0), 32),
                       EvalSettings(scheduler="ddpm", steps=50, guidance=d["guidance"], style_scale=d["style_scale"],
-                                   seed=0, seeds=2), classifier.content_judge())
+                                   seed=0, seeds=2), classifier.content_judge(),
+                      measures=style_measures(lambda images: texture_judge.classify(family_model, images)))
     s = report.summary()
     print(json.dumps(s, indent=2))
-    assert s["pairs"] == 2 * 24 * 6
+    assert s["pairs"] == 2 * 8 * 21
+    # What the shipped demo does (issue 12 is open: its texture goals are not met - README): colour moves
+    # toward the style's, StySim as issue 3 asked, content kept; the texture family is at chance (~1/7).
     assert s["stysim_ratio"] <= 0.6, s
+    assert s["colour_distance_guided"] < s["colour_distance_off"] - 5, s
     assert s["content_accuracy_guided"] >= 0.9, s
 
 

@@ -96,6 +96,33 @@ def s_probe(encoder, train_count: int = 1400, test_per_family: int = 20) -> dict
             "angle_error_deg_median": float(np.degrees(np.median(error))), "train": train_count, "test": len(tests)}
 
 
+def ceilings(vae, judge) -> dict:
+    """What a perfect model would score: each eval swatch's texture under each prompt's shape, rendered
+    exactly (the judge's code) and passed through the VAE (the decoder's limit)."""
+    rows = {"exact": [], "vae": []}
+    rng = np.random.default_rng([texture_judge.SEED_SPACE, 13])
+    for index, (fg, bg) in enumerate(data.HELDOUT_PALETTES):
+        for family in data.TEXTURES:
+            texture = texture_judge.random_texture(rng, family)
+            swatch = texture_judge.swatch(texture, fg, bg, size=128)
+            for content in PROMPT_CONTENTS:
+                inside = data.shape_mask(content, 32)[..., None]
+                outline = np.clip(data.shape_mask(content, 32, grow=1.5)[..., None] - inside, 0, 1)
+                image = texture_judge.swatch(texture, fg, bg, size=32).astype(np.float32)
+                image = image * (1 - outline) + np.float32(bg) * outline
+                image = (image * (1 - inside) + np.float32(fg) * inside).round().astype(np.uint8)
+                with torch.no_grad():
+                    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+                    y = vae.decode(vae.encode(x).latent_dist.mean).sample
+                through = ((y[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+                for kind, picture in (("exact", image), ("vae", through)):
+                    rows[kind].append((texture_judge.classify(judge, picture[None])[0] ==
+                                       texture_judge.classify(judge, swatch[None])[0],
+                                       spectrum_similarity(picture, swatch), colour_distance(picture, swatch)))
+    return {kind: {"match": float(np.mean([r[0] for r in v])), "spectrum": float(np.mean([r[1] for r in v])),
+                   "colour": float(np.mean([r[2] for r in v]))} for kind, v in rows.items()}
+
+
 def guided_measures(ref: TorchReference, judge, style_scale: float, guidance: float = 4.0, seeds: int = 2) -> dict:
     """The style-guided and the branch-off samples against held-out swatches (all families x 3 palettes)."""
     swatches = texture_judge.eval_swatches(size=32)
@@ -126,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", type=Path, default=None, help="base dir (diffusers layout) [default: WORK/sd]")
     parser.add_argument("--branch", type=Path, action="append", default=[], help="branch weights; repeat")
     parser.add_argument("--style-scale", type=float, default=1.5)
-    parser.add_argument("--skip", action="append", default=[], choices=["base", "probe"])
+    parser.add_argument("--skip", action="append", default=[], choices=["base", "probe", "ceiling"])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -137,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     if "base" not in args.skip:
         report["base"] = base_modes(_reference(base_dir, None, args.work), judge)
         log.info("base: %s", report["base"])
+    if "ceiling" not in args.skip:
+        from diffusers import AutoencoderKL
+
+        report["ceilings"] = ceilings(AutoencoderKL.from_pretrained(base_dir / "vae").eval(), judge)
+        log.info("ceilings: %s", report["ceilings"])
     if "probe" not in args.skip:
         report["s_probe"] = s_probe(loaders.load_style_encoder(args.work / "vgg19.pth"))
         log.info("S probe: %s", report["s_probe"])
