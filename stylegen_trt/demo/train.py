@@ -10,6 +10,11 @@ Stages (each saved under --work and skipped when already complete, so a re-run r
 3. branch  the style branch with the base frozen, self-style (stylegen_trt.training.branch)
 4. export  the bundle (style encoder: seeded random VGG19 filters, documented in the manifest)
 Everything is seeded; step counts are fixed so the result does not depend on the machine's speed.
+Each stage checkpoints every ``checkpoint_every`` steps and a re-run resumes it exactly (StageCheckpoint).
+
+The shipped bundle was made by commit 9a04195's recipe (4-7 px textures, no texture captions, base 7000
+steps); the defaults here are the coarser-texture, texture-caption retrain measured in README ("The demo
+model"), which did not beat it and was not shipped.
 """
 
 from __future__ import annotations
