@@ -33,7 +33,7 @@ def power_spectrum(image: np.ndarray, size: int = 32) -> np.ndarray:
     y = luminance(image, size)
     window = np.outer(np.hanning(size), np.hanning(size)).astype(np.float32)
     y = (y - y.mean()) * window
-    power = np.abs(np.fft.fft2(y - y.mean())) ** 2
+    power = np.abs(np.fft.fft2(y)) ** 2
     power[0, 0] = 0.0  # DC
     return power
 
