@@ -28,7 +28,7 @@ from stylegen_trt.errors import UserError
 
 log = logging.getLogger(__name__)
 
-BUILD_FORMAT = 1  # bump when the files a config builds change
+BUILD_FORMAT = 2  # bump when the files a config builds change (2: text encoder keys as text_model.*)
 DONE = "done.json"
 VOCAB_SD = 49408  # SD 1.x's CLIP token embedding rows (memory and load time like the real model)
 

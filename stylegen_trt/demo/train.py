@@ -290,7 +290,7 @@ def train_base(work: Path, cfg: DemoConfig, vae):
         with torch.no_grad():
             current = [p.detach().clone() for p in params]
             torch._foreach_copy_(params, ema)
-            text_encoder.save_pretrained(root / "text_encoder")
+            loaders.save_text_encoder(text_encoder, root / "text_encoder")
             unet.save_pretrained(root / "unet")
             torch._foreach_copy_(params, current)
 

@@ -259,9 +259,26 @@ def make_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
     return save_sd_dir(root, text_encoder, unet, vae)
 
 
+TEXT_MODEL_PREFIX = "text_model."
+
+
+def save_text_encoder(text_encoder, directory: Path) -> None:
+    """``save_pretrained`` with SD 1.x's own key names (``text_model.*``): transformers 5.x writes the keys
+    without that prefix, which older transformers (e.g. the one optimum-intel pins) silently skip, loading
+    random weights instead. Every version reads the prefixed names, as they read real SD checkpoints."""
+    from safetensors.torch import load_file, save_file
+
+    text_encoder.save_pretrained(directory, max_shard_size="100GB")  # one file
+    weights = directory / "model.safetensors"
+    state = load_file(weights)
+    if not all(k.startswith(TEXT_MODEL_PREFIX) for k in state):
+        save_file({k if k.startswith(TEXT_MODEL_PREFIX) else TEXT_MODEL_PREFIX + k: v.contiguous()
+                   for k, v in state.items()}, weights, metadata={"format": "pt"})
+
+
 def save_sd_dir(root: Path, text_encoder, unet, vae) -> Path:
     """Write the model parts beside an existing tokenizer/ as an SD 1.x diffusers-layout directory."""
-    text_encoder.save_pretrained(root / "text_encoder")
+    save_text_encoder(text_encoder, root / "text_encoder")
     unet.save_pretrained(root / "unet")
     vae.save_pretrained(root / "vae")
     (root / "scheduler").mkdir(exist_ok=True)
