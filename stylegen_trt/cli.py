@@ -724,7 +724,11 @@ def bench(
     warmup: int = typer.Option(1, "--warmup"),
     overhead_steps: int = typer.Option(10, "--overhead-steps", help="Steps of the style-overhead runs."),
     quality: str = typer.Option("ddpm:50,dpmpp:10,dpmpp:20", "--quality", help="SAMPLER:STEPS,... for steps-for-quality."),
-    skip: List[str] = typer.Option([], "--skip", help="Leave out a section: cold_start, style_overhead, steps_for_quality."),
+    skip: List[str] = typer.Option([], "--skip", help="Leave out a section: cold_start, style_overhead, steps_for_quality, "
+                                   "optimum."),
+    optimum_python: Optional[Path] = typer.Option(None, "--optimum-python", help="The python of an environment with "
+                                                  "optimum-intel, for the third side (default: this one, when it has "
+                                                  "optimum-intel; else that section is not run)."),
     cold_repeats: int = typer.Option(1, "--cold-repeats", help="Fresh processes per side for cold start and peak RSS."),
     tolerance: int = typer.Option(2, "--tolerance", help="Outputs agree if max |runtime - torch| over uint8 pixels <= this."),
     gemm_size: int = typer.Option(2048, "--gemm-size", help="Matrix side of the fp32 GEMM-rate measurement."),
@@ -781,6 +785,10 @@ def bench(
         choose_providers("cuda")
     if style is not None and not style.is_file():
         fail(f"--style {style} not found: check the path")
+    if optimum_python is not None:  # before building any model
+        from stylegen_trt.bench.optimum_side import find_python
+
+        find_python(optimum_python)
     try:
         quality_runs = tuple((name.strip(), int(k)) for name, k in (item.split(":") for item in quality.split(",") if item))
     except ValueError:
@@ -790,7 +798,7 @@ def bench(
         size=size, threads=threads, memory=memory, repeats=repeats, warmup=warmup, overhead_steps=overhead_steps,
         quality=quality_runs, cold_repeats=cold_repeats, skip=frozenset(x.replace("-", "_") for x in skip),
         tolerance=tolerance, gemm_size=gemm_size, backend=backend, device=device, precision=precision,
-        static=static or cuda_graph, cuda_graph=cuda_graph)
+        static=static or cuda_graph, cuda_graph=cuda_graph, optimum_python=optimum_python)
     for out in (json_out, markdown_out, plot):
         if out is not None:
             check_output_location(out)

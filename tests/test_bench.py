@@ -5,6 +5,7 @@ two sides' images agree.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -130,6 +131,12 @@ def test_bench_on_tiny_model(tiny, styled_bundle, tmp_path, torch_threads):
     assert [(q["scheduler"], q["steps"]) for q in rows] == [("ddpm", 2), ("dpmpp", 2)]
     assert all(q["stysim"] > 0 and q["content_accuracy"] is None for q in rows)  # no content judge for tiny
     assert {t["name"] for t in r["targets"]} >= {"cold-start speedup", "peak RSS runtime / torch"}
+    from stylegen_trt.bench.optimum_side import find_python
+
+    if find_python(None)[0] is None:  # the third side is named as not run, and why; its targets not measured
+        assert r["optimum"]["skipped"] and "optimum-intel is not installed" in r["optimum"]["reason"]
+        assert [t["met"] for t in r["targets"] if "optimum-intel" in t["name"]] == [None, None]
+        assert "optimum-intel is not installed" in md.read_text()
     assert r["machine"]["gemm"]["gflops"] > 0 and r["machine"]["threads"] == 1
     assert 0 <= r["machine"]["other_processes_cpu_share"] <= 1
 
@@ -178,3 +185,99 @@ def test_sd15_config_is_sd15_size():
     count = [sum(p.numel() for p in m.parameters()) for m in (unet, vae, text)]
     assert count == [859_520_964, 83_653_863, 123_060_480]
     assert config.native_size == 512 and config.style_image_size == 512
+
+
+FAKE_CHILD = '''#!{python}
+import json, sys
+import numpy as np
+job = json.loads(sys.argv[2])
+mode = {mode!r}
+if mode == "error":
+    print(json.dumps({{"error": "RuntimeError: compile_model failed"}}), flush=True)
+    sys.exit(1)
+if mode == "exit":
+    sys.stderr.write("Fatal Python error: Segmentation fault\\n")
+    sys.exit(139)
+print(json.dumps({{"ready": True, "export_s": None, "load_s": 0.5, "precision": "f32", "versions": {{}}}}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    if request.get("quit"):
+        break
+    x_t = np.load(request["latents"])
+    np.save(request["out"], np.full((1, job["size"], job["size"], 3), int(x_t.shape[-1]), np.uint8))
+    print(json.dumps({{"seconds": 0.25, "step_s": [0.1] * (request["steps"] - 1), "steps_seen": request["steps"]}}),
+          flush=True)
+'''
+
+
+def fake_optimum_python(tmp_path, mode):
+    path = tmp_path / f"python-{mode}"
+    path.write_text(FAKE_CHILD.format(python=sys.executable, mode=mode))
+    path.chmod(0o755)
+    return path
+
+
+def test_optimum_side_protocol_with_a_stand_in_child(tmp_path):
+    """The parent's side of the optimum-intel protocol: ready, one request per image, the images read back,
+    the child's temporary files removed, a clean quit; its failures are one UserError line."""
+    from stylegen_trt.bench.optimum_side import OptimumSide, find_python
+    from stylegen_trt.bench.workload import Workload
+    from stylegen_trt.errors import UserError
+
+    python, _ = find_python(fake_optimum_python(tmp_path, "ok"))
+    side = OptimumSide(python, tmp_path, tmp_path / "ir", 1, "auto", 64, tmp_path / "child.log")
+    assert side.ready["ready"] and side.ready["parent_ready_s"] > 0
+    work = Workload("a cat", "", None, "ddpm", 5, 7.5, 0, 64)
+    run = side.run(work)
+    assert run.images.shape == (1, 64, 64, 3) and int(run.images[0, 0, 0, 0]) == 8  # x_T was 8x8 latents
+    assert run.step_s == [0.1] * 4
+    assert run.loop_and_fixed(5) == pytest.approx((0.25, 0.0))  # 5 x 0.1 s > the call's 0.25 s: capped
+    assert not list(tmp_path.glob("optimum-*.npy"))
+    side.close()
+    assert side._proc.returncode == 0
+    with pytest.raises(ValueError):
+        side.run(work.but(style=tmp_path / "s.png"))
+
+    with pytest.raises(UserError, match="compile_model failed"):
+        OptimumSide(str(fake_optimum_python(tmp_path, "error")), tmp_path, tmp_path / "ir", 1, "auto", 64,
+                    tmp_path / "child2.log")
+    with pytest.raises(UserError, match="exited .*Segmentation fault"):
+        OptimumSide(str(fake_optimum_python(tmp_path, "exit")), tmp_path, tmp_path / "ir", 1, "auto", 64,
+                    tmp_path / "child3.log")
+    with pytest.raises(UserError, match="--optimum-python .* is not an executable"):
+        find_python(tmp_path / "no-such-python")
+
+
+def test_bench_cli_rejects_a_bad_optimum_python_before_building(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--config", "tiny", "--cache-dir", str(tmp_path / "cache"),
+                                      "--optimum-python", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "is not an executable file" in result.output
+    assert not (tmp_path / "cache").exists()
+
+
+OPTIMUM_PYTHON = os.environ.get("STYLEGEN_TRT_OPTIMUM_PYTHON")
+
+
+@pytest.mark.skipif(not OPTIMUM_PYTHON, reason="set STYLEGEN_TRT_OPTIMUM_PYTHON to a python with optimum-intel")
+def test_optimum_intel_child_gives_the_runtimes_plain_image(tiny, styled_bundle, tmp_path):
+    """The real optimum-intel pipeline on the tiny model's directory: same x_T, sampler and DDPM noise as the
+    runtime, so the images agree to a pixel unit or two."""
+    from stylegen_trt.bench.optimum_side import OptimumSide
+    from stylegen_trt.bench.runtime_side import RuntimeSide
+    from stylegen_trt.bench.workload import Workload
+
+    work = Workload("a red cat", "", None, "ddpm", 4, 7.5, 0, 64)
+    side = OptimumSide(OPTIMUM_PYTHON, tiny.sd_dir, tmp_path / "ir", 1, "fp32", 64, tmp_path / "child.log")
+    try:
+        theirs = side.run(work)
+    finally:
+        side.close()
+    runtime = RuntimeSide(styled_bundle, 1)
+    try:
+        ours = runtime.run(work)
+    finally:
+        runtime.close()
+    assert side.ready["precision"] == "f32" and side.ready["export_s"] > 0
+    assert len(theirs.step_s) == 3
+    diff = np.abs(theirs.images.astype(int) - ours.images.astype(int))
+    assert diff.max() <= 2, diff.max()

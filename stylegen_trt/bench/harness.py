@@ -14,6 +14,8 @@ Sections (each a key of the result dict, written as JSON by ``stylegen-trt bench
 - ``style_overhead``: runtime, style-guided / plain at CFG batch 2 and 8 (n = 1 and 4), caches
   warm (S is computed once per style image and cached: the recurring cost is the branch).
 - ``steps_for_quality``: runtime seconds per image for DDPM-50 and DPM-Solver++ at fewer steps.
+- ``optimum``: the runtime, plain and style-guided, vs optimum-intel's OVStableDiffusionPipeline (plain SD, a
+  child process: ``optimum_side``) on the same model directory and work, rounds rotated; images compared.
 - ``cold_start`` / ``peak_rss``: from fresh child processes (``stylegen_trt.bench.coldstart``).
 """
 
@@ -45,7 +47,7 @@ from stylegen_trt.spec import resolve_shape
 log = logging.getLogger(__name__)
 
 SCHEMA = "stylegen-trt-bench-v1"
-SECTIONS = ("cold_start", "style_overhead", "steps_for_quality")  # optional; end_to_end always runs
+SECTIONS = ("cold_start", "style_overhead", "steps_for_quality", "optimum")  # optional; end_to_end always runs
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class BenchSettings:
     precision: str = "auto"
     static: bool = False  # TensorRT: static engines at the run's size, 1 image
     cuda_graph: bool = False
+    optimum_python: Path | None = None  # None: this interpreter, when it has optimum-intel
 
     def __post_init__(self):
         unknown = set(self.skip) - set(SECTIONS)
@@ -224,6 +227,76 @@ def steps_for_quality(runtime: RuntimeSide, work: Workload, settings: BenchSetti
     return {"rows": rows, "runs": 1, "caches": "warm", "metrics": scorer.status}
 
 
+OPTIMUM_KEYS = ("optimum_s", "runtime_plain_s", "runtime_styled_s", "plain_ratio", "styled_ratio")
+
+
+def optimum_comparison(model: BenchModel, runtime: RuntimeSide, work: Workload, settings: BenchSettings,
+                       threads: int) -> dict:
+    """The runtime plain and style-guided vs optimum-intel (plain), same work, rounds rotated, caches cold."""
+    from stylegen_trt.bench import optimum_side
+    from stylegen_trt.bench.configs import default_cache_root
+
+    python, why = optimum_side.find_python(settings.optimum_python)
+    if python is None:
+        return skipped(OPTIMUM_KEYS) | {"reason": why}
+    if work.guidance <= 1.0 or work.n != 1 or work.style is None:
+        return skipped(OPTIMUM_KEYS) | {"reason": "the comparison runs one image with CFG (guidance > 1) and a style"}
+    precision = settings.precision if settings.precision in ("fp32", "bf16") else "auto"
+    log.info("optimum-intel: starting its pipeline in a child process (%s); the first run exports the model", python)
+    with tempfile.TemporaryDirectory(prefix="stylegen-optimum-") as tmp:
+        side = optimum_side.OptimumSide(python, model.base, default_cache_root() / "optimum", threads, precision,
+                                        work.size, Path(tmp) / "optimum.log")
+        try:
+            ready = side.ready
+            plain, styled = work.but(style=None), work
+            runs: dict[str, list] = {"optimum": [], "plain": [], "styled": []}
+            agreements = []
+            labels = ("optimum", "plain", "styled")
+            for i in range(settings.warmup + settings.repeats):
+                this = {}
+                for label in (labels if i % 2 == 0 else labels[::-1]):
+                    this[label] = side.run(plain) if label == "optimum" else \
+                        runtime.run(plain if label == "plain" else styled)
+                agreements.append(compare_images(this["optimum"].images, this["plain"].images, settings.tolerance))
+                log.info("optimum round %d: optimum-intel %.3f s, runtime plain %.3f s, styled %.3f s, max pixel diff "
+                         "%d", i + 1, this["optimum"].seconds, this["plain"].seconds, this["styled"].seconds,
+                         agreements[-1].max_abs_diff)
+                if i >= settings.warmup:
+                    for label in labels:
+                        runs[label].append(this[label])
+        finally:
+            side.close()
+    steps, target_steps = work.steps, scaled_steps(work)
+    parts = {"optimum": [r.loop_and_fixed(steps) for r in runs["optimum"]],
+             "plain": [loop_and_fixed(r) for r in runs["plain"]], "styled": [loop_and_fixed(r) for r in runs["styled"]]}
+    loop = {k: median(x[0] for x in v) for k, v in parts.items()}
+    fixed = {k: median(x[1] for x in v) for k, v in parts.items()}
+    seconds = {k: median(r.seconds for r in v) for k, v in runs.items()}
+    at_target = {k: extrapolate(loop[k], fixed[k], steps, target_steps) for k in runs}
+
+    def worse(label: str) -> float | None:  # the larger of the measured ratio and the one scaled to DDPM-50
+        known = [x for x in (ratio(seconds[label], seconds["optimum"]), ratio(at_target[label], at_target["optimum"]))
+                 if x is not None]
+        return max(known) if known else None
+
+    return {
+        "python": python, "versions": ready.get("versions"), "precision": ready.get("precision"),
+        "export_s": ready.get("export_s"), "load_s": ready.get("load_s"), "ready_s": ready.get("parent_ready_s"),
+        "optimum_s": seconds["optimum"], "runtime_plain_s": seconds["plain"], "runtime_styled_s": seconds["styled"],
+        "runs_s": {k: [r.seconds for r in v] for k, v in runs.items()},
+        "step_s": {k: loop[k] / steps for k in runs}, "fixed_s": fixed, "scaled_to_steps": target_steps,
+        "per_image_at_scaled_steps_s": at_target,
+        "plain_ratio": worse("plain"), "styled_ratio": worse("styled"),
+        "agreement": worst_agreement(agreements).to_dict() | {"rounds_compared": len(agreements),
+                                                              "compared": "optimum-intel vs the runtime's plain image"},
+        "how": f"one child process holding OVStableDiffusionPipeline (static 1 image, CFG, {work.size} px; "
+               f"precision {precision}), the same diffusers directory, x_T, sampler, steps and DDPM noise; "
+               f"{settings.warmup} warm-up + {settings.repeats} timed rounds, order rotated; runtime caches cold "
+               "every image (prompt, and S for the styled runs); ratios: the larger of the measured one and the "
+               f"one with loop and fixed parts scaled to {target_steps} steps",
+    }
+
+
 def cold_start(model: BenchModel, work: Workload, settings: BenchSettings, threads: int, style_image_size: int,
                tmp: Path, reference_images: dict[str, np.ndarray]) -> tuple[dict, dict]:
     common = ["--prompt", work.prompt, "--negative", work.negative, "--scheduler", work.scheduler,
@@ -302,6 +375,13 @@ def in_process(model: BenchModel, runtime: RuntimeSide, work: Workload, settings
     if unet["unresolved_nodes"]:
         flags.append(f"UNet FLOP count incomplete: {unet['unresolved_nodes']} nodes without shapes")
 
+    if "optimum" in settings.skip:
+        optimum = skipped(OPTIMUM_KEYS) | {"reason": "--skip optimum"}
+    else:
+        optimum = optimum_comparison(model, runtime, work, settings, threads)
+        if optimum.get("agreement") and not optimum["agreement"]["agree"]:
+            flags.append(f"optimum-intel's plain images disagree with the runtime's: max pixel diff "
+                         f"{optimum['agreement']['max_abs_diff']} > {settings.tolerance}")
     if "style_overhead" in settings.skip:
         overhead = skipped(("ratio",))
     else:
@@ -315,7 +395,7 @@ def in_process(model: BenchModel, runtime: RuntimeSide, work: Workload, settings
     sfq = skipped(("rows",)) if "steps_for_quality" in settings.skip else \
         steps_for_quality(runtime, work, settings, quality.make_scorer(model, manifest, work.prompt))
     sections = {"end_to_end": e2e, "stages": stages, "unet": unet, "style_overhead": overhead,
-                "steps_for_quality": sfq}
+                "steps_for_quality": sfq, "optimum": optimum}
     return sections, images
 
 
@@ -390,7 +470,8 @@ def run_bench(model: BenchModel, settings: BenchSettings = BenchSettings(), comm
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "duration_s": time.time() - started,
         "model": model_info,
-        "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("style", "skip")},
+        "settings": {**{k: v for k, v in asdict(settings).items() if k not in ("style", "skip", "optimum_python")},
+                     "optimum_python": str(settings.optimum_python) if settings.optimum_python else None,
                      "style": str(settings.style) if settings.style else "procedural swatch (512x512 PNG)",
                      "skip": sorted(settings.skip), "size": size, "threads": threads, "n": work.n,
                      "sides": sides_of(settings, runtime_device)},

@@ -85,7 +85,8 @@ def load(ir_dir: Path, job: dict):
 
 def precision_of(pipe) -> str:
     try:
-        return str(pipe.unet.request.get_property("INFERENCE_PRECISION_HINT"))
+        hint = pipe.unet.request.get_property("INFERENCE_PRECISION_HINT")
+        return hint.to_string() if hasattr(hint, "to_string") else str(hint)
     except Exception as exc:  # a property this openvino does not report
         return f"unknown ({exc})"
 

@@ -67,6 +67,7 @@ def text_summary(results: dict) -> str:
         f"peak RSS: runtime {_f(rss.get('runtime_mb'), 0)} MiB, torch {_f(rss.get('torch_mb'), 0)} MiB: "
         f"ratio {_f(rss.get('ratio'), 2)}",
         f"style overhead (CFG batch 2): {_f(results['style_overhead'].get('ratio'), 3)}",
+        *optimum_summary(results),
         f"UNet: {_f(results['unet'].get('runtime_gflops'), 1)} GFLOP/s runtime, "
         f"{_f(results['unet'].get('torch_gflops'), 1)} torch; GEMM {_f(results['unet'].get('gemm_gflops'), 1)} GFLOP/s "
         f"(share {_f(results['unet'].get('gemm_share'), 2)})",
@@ -74,6 +75,17 @@ def text_summary(results: dict) -> str:
         *("FLAG: " + flag for flag in results.get("flags", [])),
     ]
     return "\n".join(lines)
+
+
+def optimum_summary(results: dict) -> list[str]:
+    o = results.get("optimum")
+    if not o:
+        return []
+    if o.get("skipped"):
+        return [f"optimum-intel: not run ({o.get('reason', 'skipped')})"]
+    return [f"optimum-intel (plain): {_f(o['optimum_s'])} s per image; runtime plain {_f(o['runtime_plain_s'])} s, "
+            f"styled {_f(o['runtime_styled_s'])} s; images {'agree' if o['agreement']['agree'] else 'DISAGREE'} "
+            f"(max pixel diff {o['agreement']['max_abs_diff']})"]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -153,6 +165,7 @@ def markdown(results: dict, plot_name: str | None = None) -> str:
                       [[r["scheduler"], str(r["steps"]), _f(r["seconds"]), _g(r["stysim"]), _f(r["content_accuracy"])]
                        for r in q["rows"]])
         out += ["", f"One run each, caches warm. Quality columns: {q['metrics']}."]
+    out += optimum_lines(results)
     cold, rss = results["cold_start"], results["peak_rss"]
     out += ["", "## Cold start and peak RSS (fresh process per side)", ""]
     if cold.get("skipped"):
@@ -184,6 +197,31 @@ def markdown(results: dict, plot_name: str | None = None) -> str:
     out += _table(["", "value"], [[k, str(val)] for k, val in model.items()])
     out += [""]
     return "\n".join(out)
+
+
+def optimum_lines(results: dict) -> list[str]:
+    """The optimum-intel section of the markdown report (absent in results written before it existed)."""
+    o = results.get("optimum")
+    if o is None:
+        return []
+    out = ["", "## optimum-intel OVStableDiffusionPipeline (plain SD) vs the runtime", ""]
+    if o.get("skipped"):
+        return out + [f"Not run: {o.get('reason', 'skipped')}."]
+    k = o["scaled_to_steps"]
+    sides = (("optimum", "optimum-intel, plain"), ("plain", f"{runtime_label(results)}, plain"),
+             ("styled", f"{runtime_label(results)}, style-guided"))
+    per_image = {"optimum": o["optimum_s"], "plain": o["runtime_plain_s"], "styled": o["runtime_styled_s"]}
+    out += _table(["", "s / image", "runs", "per step, ms", "fixed, s", f"s / image at {k} steps", "/ optimum-intel"],
+                  [[label, _f(per_image[key]), ", ".join(_f(x) for x in o["runs_s"][key]),
+                    _f(o["step_s"][key] * 1000, 1), _f(o["fixed_s"][key]), _f(o["per_image_at_scaled_steps_s"][key]),
+                    "" if key == "optimum" else _f(o[f"{key}_ratio"])] for key, label in sides])
+    a = o["agreement"]
+    out += ["", f"How: {o['how']}. optimum-intel: precision {o['precision']}, {o['versions']}; ready in "
+            f"{_f(o['ready_s'])} s in a fresh process (of which load and compile {_f(o['load_s'])} s"
+            + (f"; the model was exported to OpenVINO IR first, {_f(o['export_s'])} s" if o.get("export_s") else "")
+            + f"). Images: **{'agree' if a['agree'] else 'DISAGREE'}** - {a['compared']}, max diff "
+            f"{a['max_abs_diff']} (tolerance {a['tolerance']}), over {a['rounds_compared']} rounds."]
+    return out
 
 
 def _font(size: int):

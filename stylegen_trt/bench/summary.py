@@ -19,6 +19,9 @@ SD15_GEMM_SHARE = 0.85  # SD-1.5-size: UNet step's achieved FLOP/s over the meas
 COLD_START_SPEEDUP = 4.0
 PEAK_RSS_RATIO = 0.5
 STYLE_OVERHEAD_RATIO = 1.15  # style-guided / plain at CFG batch 2 (n=1 with guidance)
+# Against optimum-intel's OVStableDiffusionPipeline (what CPU users pick instead), per image, same work:
+OPTIMUM_STYLED_RATIO = 1.15  # the runtime with the style branch / optimum-intel's plain SD
+OPTIMUM_PLAIN_RATIO = 1.0  # the runtime without a style / optimum-intel
 
 
 def median(values: Iterable[float]) -> float:
@@ -113,4 +116,12 @@ def targets(results: dict) -> list[Target]:
     out.append(check("peak RSS runtime / torch", (results.get("peak_rss") or {}).get("ratio"), "<=", PEAK_RSS_RATIO))
     out.append(check("style-guided / plain (CFG batch 2)", (results.get("style_overhead") or {}).get("ratio"),
                      "<=", STYLE_OVERHEAD_RATIO))
+    optimum = results.get("optimum")
+    if optimum:
+        valid = bool((optimum.get("agreement") or {}).get("agree", True))
+        note = optimum.get("reason", "") if optimum.get("skipped") else ""
+        out.append(check("styled runtime / optimum-intel plain, per image", optimum.get("styled_ratio"), "<=",
+                         OPTIMUM_STYLED_RATIO, note=note, valid=valid))
+        out.append(check("plain runtime / optimum-intel plain, per image", optimum.get("plain_ratio"), "<=",
+                         OPTIMUM_PLAIN_RATIO, note=note, valid=valid))
     return out
