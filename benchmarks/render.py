@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path
 
-from stylegen_trt.bench import report
+from stylegen_trt.bench import report, summary
 
 
 def _demote(markdown: str) -> str:
@@ -27,15 +27,19 @@ def _label(results: dict) -> str:
     """A column's name: the config, plus the backend and precision when not ONNX Runtime's fp32 default."""
     settings = results.get("settings") or {}
     backend = settings.get("backend", "ort")
+    isa = (results.get("machine") or {}).get("vector_isa")
+    where = f" ({isa})" if isa else ""  # results from before the field: the bf16 machine's
     if backend == "ort":
-        return results["model"]["name"]
+        return results["model"]["name"] + where
     precision = settings.get("precision", "auto")
-    return f"{results['model']['name']}, {backend}{'' if precision == 'auto' else ' ' + precision}"
+    return f"{results['model']['name']}, {backend}{'' if precision == 'auto' else ' ' + precision}{where}"
 
 
 def render(paths: list[Path], out: Path, analysis: Path | None, extra: list[Path] = ()) -> str:
     runs = [(p, json.loads(p.read_text())) for p in paths]
     runs = [(p, r) for p, r in runs if "targets" in r]  # bench's JSONs; bench-serve's come in through --extra
+    for _, r in runs:  # the project's goals as they are now, judged on the stored figures
+        r["targets"] = [t.to_dict() for t in summary.targets(r)]
     names = [_label(r) for _, r in runs]
     lines = ["# stylegen-trt benchmark results", "",
              "Every figure below was measured on this project's CPU machine by the command quoted in its "

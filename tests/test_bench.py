@@ -64,11 +64,20 @@ def test_ratios_agreement_and_targets():
 
     results = {"targets_profile": "small",
                "end_to_end": {"speedup": 2.5, "agreement": {"agree": True}},
-               "cold_start": {"speedup": 3.0, "agreement": {"agree": True}},
-               "peak_rss": {"ratio": 0.4}, "style_overhead": {"ratio": None}}
-    met = {t.name: t.met for t in summary.targets(results)}
+               "cold_start": {"speedup": 3.0, "agreement": {"agree": True},
+                              "runtime": [{"ready_s": 0.5}, {"ready_s": 0.7}], "torch": [{"ready_s": 4.0}]},
+               "peak_rss": {"ratio": 0.4}, "style_overhead": {"ratio": None},
+               "optimum": {"styled_ratio": 1.2, "plain_ratio": 0.9, "agreement": {"agree": True}}}
+    targets = summary.targets(results)
+    met = {t.name: t.met for t in targets}
     assert met == {"end-to-end speedup (demo/small)": True, "cold-start speedup": False,
-                   "peak RSS runtime / torch": True, "style-guided / plain (CFG batch 2)": None}
+                   "time to ready runtime / torch (fresh process)": True,
+                   "peak RSS runtime / torch": True, "style-guided / plain (CFG batch 2)": None,
+                   "styled runtime / optimum-intel plain, per image": False,
+                   "plain runtime / optimum-intel plain, per image": True}
+    assert next(t for t in targets if t.name.startswith("time to ready")).value == pytest.approx(0.6 / 4.0)
+    results["optimum"]["agreement"]["agree"] = False  # not the same images: its ratios do not count
+    assert [t.met for t in summary.targets(results) if "optimum" in t.name] == [False, False]
     results["end_to_end"]["agreement"]["agree"] = False  # a faster wrong answer does not count
     assert summary.targets(results)[0].met is False
     sd15 = {**results, "targets_profile": "sd15", "unet": {"gemm_share": 0.9}}

@@ -13,7 +13,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-LIBRARIES = ("stylegen-trt", "numpy", "onnxruntime", "onnx", "torch", "diffusers", "transformers", "tokenizers", "pillow")
+LIBRARIES = ("stylegen-trt", "numpy", "onnxruntime", "openvino", "onnx", "torch", "diffusers", "transformers", "tokenizers",
+             "pillow")
+# The CPU's widest matrix/vector feature, widest first (what decides bf16 and int8 speed on a CPU backend).
+ISA_FLAGS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512_vnni", "AVX512-VNNI"),
+             ("avx512f", "AVX512"), ("avx2", "AVX2"), ("avx", "AVX"))
 BUSY_SHARE = 0.1  # other processes' share of all CPUs during the run above which timings are suspect
 
 
@@ -25,6 +29,14 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def vector_isa() -> str:
+    """E.g. "AVX512-BF16" or "AVX2": the widest feature of ISA_FLAGS this CPU reports (run-time detection)."""
+    from stylegen_trt.engines.openvino import cpu_flags
+
+    flags = cpu_flags()
+    return next((name for flag, name in ISA_FLAGS if flag in flags), platform.machine())
 
 
 def physical_cores() -> int | None:
@@ -130,6 +142,7 @@ def machine_info(threads: int, gemm_size: int = 2048, gemm_repeats: int = 5) -> 
     load = load_average()
     info = {
         "cpu": cpu_model(),
+        "vector_isa": vector_isa(),
         "machine": platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
         "logical_cpus": logical,

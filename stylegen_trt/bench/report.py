@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from stylegen_trt.bench.summary import median
+from stylegen_trt.bench.summary import median, ready_ratio
 from stylegen_trt.bench.workload import STAGES
 
 SIDES = (("runtime", "runtime"), ("torch", "PyTorch eager"))
@@ -177,7 +177,8 @@ def markdown(results: dict, plot_name: str | None = None) -> str:
         out += _table(["", runtime_label(results), "PyTorch eager", "ratio"], [
             ["to first image, s", _f(cold["runtime_s"]), _f(cold["torch_s"]), _x(cold["speedup"]) + " faster"],
             ["  of which imports, s", phase("runtime", "to_main_s"), phase("torch", "to_main_s"), ""],
-            ["  to models loaded, s", phase("runtime", "ready_s"), phase("torch", "ready_s"), ""],
+            ["  to models loaded, s", phase("runtime", "ready_s"), phase("torch", "ready_s"),
+             _f(ready_ratio(cold), 3) + " of torch's"],
             ["peak RSS, MiB", _f(rss["runtime_mb"], 0), _f(rss["torch_mb"], 0), _f(rss["ratio"], 3)]])
         out += ["", f"Cold start: {cold['how']}. Peak RSS: {rss['how']}. Runtime process imported torch: "
                 f"{rss['runtime_imported_torch']}. Outputs agree: {cold['agreement']['agree']} "

@@ -17,6 +17,7 @@ SMALL_SPEEDUP = 2.0  # demo/small/tiny: end-to-end, runtime vs PyTorch eager
 SD15_SPEEDUP = 1.15  # SD-1.5-size: end-to-end
 SD15_GEMM_SHARE = 0.85  # SD-1.5-size: UNet step's achieved FLOP/s over the measured fp32 GEMM rate
 COLD_START_SPEEDUP = 4.0
+READY_RATIO = 0.25  # a fresh process until its models are loaded (engines compiled or imported), runtime / torch
 PEAK_RSS_RATIO = 0.5
 STYLE_OVERHEAD_RATIO = 1.15  # style-guided / plain at CFG batch 2 (n=1 with guidance)
 # Against optimum-intel's OVStableDiffusionPipeline (what CPU users pick instead), per image, same work:
@@ -91,6 +92,15 @@ def check(name: str, value: float | None, op: Literal[">=", "<="], threshold: fl
     return Target(name, value, threshold, op, ok, note)
 
 
+def ready_ratio(cold: dict) -> float | None:
+    """Median seconds from a fresh process's start until its models are loaded, runtime over torch."""
+    def ready(side: str) -> float | None:
+        values = [r["ready_s"] for r in cold.get(side) or [] if isinstance(r, dict) and r.get("ready_s") is not None]
+        return median(values) if values else None
+
+    return ratio(ready("runtime"), ready("torch"))
+
+
 def profile_of(config: str, native_size: int) -> Literal["small", "sd15"]:
     """Which targets apply: SD-1.5-size ones for sd15 and for user models at >= 512 px, else demo/small's."""
     if config == "sd15" or (config == "custom" and native_size >= 512):
@@ -113,6 +123,8 @@ def targets(results: dict) -> list[Target]:
     cold = results.get("cold_start") or {}
     cold_agree = bool((cold.get("agreement") or {}).get("agree", agree))
     out.append(check("cold-start speedup", cold.get("speedup"), ">=", COLD_START_SPEEDUP, valid=cold_agree))
+    out.append(check("time to ready runtime / torch (fresh process)", ready_ratio(cold), "<=", READY_RATIO,
+                     valid=cold_agree))
     out.append(check("peak RSS runtime / torch", (results.get("peak_rss") or {}).get("ratio"), "<=", PEAK_RSS_RATIO))
     out.append(check("style-guided / plain (CFG batch 2)", (results.get("style_overhead") or {}).get("ratio"),
                      "<=", STYLE_OVERHEAD_RATIO))
