@@ -64,6 +64,10 @@ def test_ort_cache_built_once_then_reused(bundle_copy):
     record = json.loads((entries[0] / "key.json").read_text())
     assert record["fields"]["graph_files"] == {"style_branch.onnx": bundle_copy.manifest["files"]["style_branch.onnx"]["sha256"]}
     assert "onnxruntime" in record["fields"] and "model.onnx" in record["files"]
+    # the weights beside the graph (ONNX Runtime maps them rather than parsing them out of the protobuf),
+    # and the layout is part of the key, so entries from before it are rebuilt rather than reused
+    assert "model.onnx.data" in record["files"] and record["fields"]["layout"] == "external-initializers"
+    assert (entries[0] / "model.onnx.data").stat().st_size > (entries[0] / "model.onnx").stat().st_size
     mtime = (entries[0] / "model.onnx").stat().st_mtime_ns
     expected = bundle_copy.open_engine("style_branch", EngineOptions(threads=1, cache=False)).run(_feeds())
     with bundle_copy.open_engine("style_branch", options) as engine:  # from the cache: same outputs

@@ -33,6 +33,9 @@ OPT_LEVELS = {
 }
 CACHED_MODEL = "model.onnx"
 CACHED_DATA = "model.onnx.data"
+# The optimised copy keeps its weights in CACHED_DATA, which ONNX Runtime maps instead of parsing them out of
+# the protobuf: the sd15 branch (1.4 GB) opened in 4.1 s from one file (part of the key: old entries rebuild).
+CACHED_LAYOUT = "external-initializers"
 
 
 def choose_providers(device: str) -> list[str]:
@@ -50,6 +53,10 @@ def _session_options(options: EngineOptions, level: str) -> ort.SessionOptions:
     so.graph_optimization_level = OPT_LEVELS[level]
     so.log_severity_level = 3
     so.enable_cpu_mem_arena = options.memory == "fast"
+    # Pre-packing re-lays constant GEMM weights at session creation: on the sd15 UNet it took 2.0-2.2 s of a
+    # 2.3 s open and changed neither the step time (15.2-17.7 vs 15.4-17.2 s per CFG call) nor the peak RSS,
+    # as on `small` (benchmarks/analysis.md): off, so a fresh process is ready sooner.
+    so.add_session_config_entry("session.disable_prepacking", "1")
     if options.threads:
         so.intra_op_num_threads = options.threads
         so.inter_op_num_threads = 1
@@ -108,6 +115,7 @@ class OrtEngine(EngineBase):
             "opt_level": options.opt_level,
             "machine": platform.machine(),
             "processor": cache.processor_name(),
+            "layout": CACHED_LAYOUT,
         }
 
     def __init__(self, session: ort.InferenceSession, spec: GraphSpec):
@@ -135,7 +143,7 @@ class OrtEngine(EngineBase):
         try:
             with cache.build_lock(entry):
                 if not cache.is_valid(entry, fields):
-                    cls._build(onnx_path, entry, fields, options, providers, external=len(files) > 1)
+                    cls._build(onnx_path, entry, fields, options, providers)
         except OSError as exc:  # e.g. a read-only bundle: run uncached rather than fail
             log.warning("ORT cache at %s unusable (%s); optimising in memory", entry, exc)
             return cls(ort.InferenceSession(str(onnx_path), _session_options(options, options.opt_level),
@@ -146,20 +154,20 @@ class OrtEngine(EngineBase):
         return cls(session, spec)
 
     @staticmethod
-    def _build(onnx_path: Path, entry: Path, fields: dict, options: EngineOptions, providers: list[str],
-               external: bool) -> None:
+    def _build(onnx_path: Path, entry: Path, fields: dict, options: EngineOptions, providers: list[str]) -> None:
         log.info("optimising %s with onnxruntime into %s", onnx_path.name, entry)
         for name in (cache.RECORD, CACHED_MODEL, CACHED_DATA):
             (entry / name).unlink(missing_ok=True)
         so = _session_options(options, options.opt_level)
         tmp_model = entry / f".{CACHED_MODEL}.{os.getpid()}.tmp"
         so.optimized_model_filepath = str(tmp_model)
-        if external:  # protobuf's 2 GB limit applies to the optimised copy too
-            so.add_session_config_entry("session.optimized_model_external_initializers_file_name", CACHED_DATA)
-            so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        # weights apart (CACHED_LAYOUT; and protobuf's 2 GB limit applies to the optimised copy too)
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", CACHED_DATA)
+        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         ort.InferenceSession(str(onnx_path), so, providers=providers)
         os.replace(tmp_model, entry / CACHED_MODEL)
-        cache.commit(entry, fields, [CACHED_MODEL] + ([CACHED_DATA] if external else []))
+        files = [CACHED_MODEL] + ([CACHED_DATA] if (entry / CACHED_DATA).is_file() else [])  # none: no weight >= 1 KB
+        cache.commit(entry, fields, files)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(self.spec, inputs)
