@@ -257,6 +257,19 @@ def test_optimum_side_protocol_with_a_stand_in_child(tmp_path):
         find_python(tmp_path / "no-such-python")
 
 
+def test_a_failing_optimum_side_is_reported_not_fatal(tmp_path, monkeypatch):
+    from stylegen_trt.bench.harness import BenchSettings, optimum_comparison
+    from stylegen_trt.bench.workload import Workload
+
+    monkeypatch.setenv("STYLEGEN_TRT_CACHE", str(tmp_path / "cache"))
+    model = configs.BenchModel("tiny", tmp_path / "bundle", tmp_path / "sd", None, None)
+    work = Workload("a cat", "", tmp_path / "style.png", "ddpm", 2, 7.5, 0, 64)
+    settings = BenchSettings(optimum_python=fake_optimum_python(tmp_path, "error"))
+    section = optimum_comparison(model, None, work, settings, 1)  # fails before the runtime is used
+    assert section["skipped"] and "compile_model failed" in section["reason"] and section["styled_ratio"] is None
+    assert summary.targets({"optimum": section})[-1].met is None
+
+
 def test_bench_cli_rejects_a_bad_optimum_python_before_building(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--config", "tiny", "--cache-dir", str(tmp_path / "cache"),
                                       "--optimum-python", str(tmp_path / "missing")])

@@ -244,8 +244,12 @@ def optimum_comparison(model: BenchModel, runtime: RuntimeSide, work: Workload, 
     precision = settings.precision if settings.precision in ("fp32", "bf16") else "auto"
     log.info("optimum-intel: starting its pipeline in a child process (%s); the first run exports the model", python)
     with tempfile.TemporaryDirectory(prefix="stylegen-optimum-") as tmp:
-        side = optimum_side.OptimumSide(python, model.base, default_cache_root() / "optimum", threads, precision,
-                                        work.size, Path(tmp) / "optimum.log")
+        try:
+            side = optimum_side.OptimumSide(python, model.base, default_cache_root() / "optimum", threads, precision,
+                                            work.size, Path(tmp) / "optimum.log")
+        except UserError as exc:  # the third side failing is a finding of this run, not the end of it
+            log.warning("optimum-intel side not run: %s", exc)
+            return skipped(OPTIMUM_KEYS) | {"reason": f"it failed to start: {exc}"}
         try:
             ready = side.ready
             plain, styled = work.but(style=None), work
