@@ -208,10 +208,13 @@ if mode == "exit":
     sys.stderr.write("Fatal Python error: Segmentation fault\\n")
     sys.exit(139)
 print(json.dumps({{"ready": True, "export_s": None, "load_s": 0.5, "precision": "f32", "versions": {{}}}}), flush=True)
-for line in sys.stdin:
+for count, line in enumerate(sys.stdin, 1):
     request = json.loads(line)
     if request.get("quit"):
         break
+    if mode == f"crash-at-{{count}}":  # dies mid-run, as OpenVINO has on some AMD CPUs
+        sys.stderr.write("Floating point exception\\n")
+        sys.exit(136)
     x_t = np.load(request["latents"])
     np.save(request["out"], np.full((1, job["size"], job["size"], 3), int(x_t.shape[-1]), np.uint8))
     print(json.dumps({{"seconds": 0.25, "step_s": [0.1] * (request["steps"] - 1), "steps_seen": request["steps"]}}),
@@ -268,6 +271,43 @@ def test_a_failing_optimum_side_is_reported_not_fatal(tmp_path, monkeypatch):
     section = optimum_comparison(model, None, work, settings, 1)  # fails before the runtime is used
     assert section["skipped"] and "compile_model failed" in section["reason"] and section["styled_ratio"] is None
     assert summary.targets({"optimum": section})[-1].met is None
+
+
+class _StandInRuntime:
+    """The runtime side's ``run``: images matching the stand-in child's, fixed stage times."""
+
+    def run(self, work):
+        from stylegen_trt.bench.workload import Run
+
+        images = np.full((1, work.size, work.size, 3), int(work.latents().shape[-1]), np.uint8)
+        stages = {"unet": {"seconds": 0.1, "calls": work.steps}, "style_branch": {"seconds": 0.0, "calls": 0},
+                  "scheduler": {"seconds": 0.0, "calls": work.steps}}
+        return Run(images, 0.2, stages)
+
+
+@pytest.mark.parametrize("crash_at, finished", [(1, 0), (2, 1)])
+def test_an_optimum_side_dying_mid_run_keeps_the_finished_rounds(tmp_path, monkeypatch, crash_at, finished):
+    """A child that dies on its Nth image: the bench goes on; the rounds it finished are reported, with why it
+    stopped, or the section is skipped with the reason when it finished none."""
+    from stylegen_trt.bench.harness import BenchSettings, optimum_comparison
+    from stylegen_trt.bench.report import optimum_lines, optimum_summary
+    from stylegen_trt.bench.workload import Workload
+
+    monkeypatch.setenv("STYLEGEN_TRT_CACHE", str(tmp_path / "cache"))
+    model = configs.BenchModel("tiny", tmp_path / "bundle", tmp_path / "sd", None, None)
+    work = Workload("a cat", "", tmp_path / "style.png", "ddpm", 2, 7.5, 0, 64)
+    settings = BenchSettings(optimum_python=fake_optimum_python(tmp_path, f"crash-at-{crash_at}"), warmup=0,
+                             repeats=3)
+    section = optimum_comparison(model, _StandInRuntime(), work, settings, 1)
+    if not finished:
+        assert section["skipped"] and section["plain_ratio"] is None
+        assert "failed in round 1" in section["reason"] and "Floating point exception" in section["reason"]
+        return
+    assert not section.get("skipped") and len(section["runs_s"]["optimum"]) == finished
+    assert "failed in round 2" in section["failure"] and section["agreement"]["agree"]
+    assert section["plain_ratio"] == pytest.approx(0.2 / 0.25)
+    assert "stopped early" in "\n".join(optimum_lines({"optimum": section} | {"settings": {"backend": "ort"}}))
+    assert "failed in round 2" in optimum_summary({"optimum": section})[0]
 
 
 def test_bench_cli_rejects_a_bad_optimum_python_before_building(tmp_path):

@@ -256,11 +256,17 @@ def optimum_comparison(model: BenchModel, runtime: RuntimeSide, work: Workload, 
             runs: dict[str, list] = {"optimum": [], "plain": [], "styled": []}
             agreements = []
             labels = ("optimum", "plain", "styled")
+            failure = None
             for i in range(settings.warmup + settings.repeats):
                 this = {}
-                for label in (labels if i % 2 == 0 else labels[::-1]):
-                    this[label] = side.run(plain) if label == "optimum" else \
-                        runtime.run(plain if label == "plain" else styled)
+                try:
+                    for label in (labels if i % 2 == 0 else labels[::-1]):
+                        this[label] = side.run(plain) if label == "optimum" else \
+                            runtime.run(plain if label == "plain" else styled)
+                except optimum_side.SideFailed as exc:  # e.g. a crash mid-run: keep the rounds it finished
+                    failure = f"it failed in round {i + 1}: {exc}"
+                    log.warning("optimum-intel side stopped: %s", failure)
+                    break
                 agreements.append(compare_images(this["optimum"].images, this["plain"].images, settings.tolerance))
                 log.info("optimum round %d: optimum-intel %.3f s, runtime plain %.3f s, styled %.3f s, max pixel diff "
                          "%d", i + 1, this["optimum"].seconds, this["plain"].seconds, this["styled"].seconds,
@@ -270,6 +276,8 @@ def optimum_comparison(model: BenchModel, runtime: RuntimeSide, work: Workload, 
                         runs[label].append(this[label])
         finally:
             side.close()
+    if not runs["optimum"]:
+        return skipped(OPTIMUM_KEYS) | {"reason": failure}
     steps, target_steps = work.steps, scaled_steps(work)
     parts = {"optimum": [r.loop_and_fixed(steps) for r in runs["optimum"]],
              "plain": [loop_and_fixed(r) for r in runs["plain"]], "styled": [loop_and_fixed(r) for r in runs["styled"]]}
@@ -290,7 +298,7 @@ def optimum_comparison(model: BenchModel, runtime: RuntimeSide, work: Workload, 
         "runs_s": {k: [r.seconds for r in v] for k, v in runs.items()},
         "step_s": {k: loop[k] / steps for k in runs}, "fixed_s": fixed, "scaled_to_steps": target_steps,
         "per_image_at_scaled_steps_s": at_target,
-        "plain_ratio": worse("plain"), "styled_ratio": worse("styled"),
+        "plain_ratio": worse("plain"), "styled_ratio": worse("styled"), "failure": failure,
         "agreement": worst_agreement(agreements).to_dict() | {"rounds_compared": len(agreements),
                                                               "compared": "optimum-intel vs the runtime's plain image"},
         "how": f"one child process holding OVStableDiffusionPipeline (static 1 image, CFG, {work.size} px; "

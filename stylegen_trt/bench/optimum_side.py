@@ -46,6 +46,10 @@ def find_python(explicit: Path | None) -> tuple[str | None, str]:
     return None, f"optimum-intel is not installed here: {INSTALL_HINT}"
 
 
+class SideFailed(UserError):
+    """The child failed, exited or went silent: a finding of the run, reported in its section."""
+
+
 @dataclass(frozen=True)
 class OptimumRun:
     images: np.ndarray  # (1, H, W, 3) uint8
@@ -84,13 +88,13 @@ class OptimumSide:
 
     def _receive(self, timeout_s: float) -> dict:
         if not self._selector.select(timeout_s):
-            raise UserError(f"the optimum-intel side sent nothing for {timeout_s:.0f} s (its log: {self.log_path})")
+            raise SideFailed(f"the optimum-intel side sent nothing for {timeout_s:.0f} s (its log: {self.log_path})")
         line = self._proc.stdout.readline()
         if not line:
-            raise UserError(f"the optimum-intel side exited (code {self._proc.wait()}): {self._log_tail()}")
+            raise SideFailed(f"the optimum-intel side exited (code {self._proc.wait()}): {self._log_tail()}")
         message = json.loads(line)
         if "error" in message:
-            raise UserError(f"the optimum-intel side failed: {message['error']}")
+            raise SideFailed(f"the optimum-intel side failed: {message['error']}")
         return message
 
     def _log_tail(self) -> str:
@@ -110,8 +114,11 @@ class OptimumSide:
         request = {"prompt": work.prompt, "negative": work.negative, "steps": work.steps, "guidance": work.guidance,
                    "seed": work.seed, "size": work.size, "scheduler": work.scheduler, "latents": str(latents),
                    "out": str(out)}
-        self._proc.stdin.write(json.dumps(request) + "\n")
-        self._proc.stdin.flush()
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+        except OSError as exc:  # the child is gone: its exit code and last words say why
+            raise SideFailed(f"the optimum-intel side exited (code {self._proc.wait()}): {self._log_tail()}") from exc
         result = self._receive(RUN_TIMEOUT_S)
         images = np.load(out)
         latents.unlink(missing_ok=True)

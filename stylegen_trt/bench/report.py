@@ -85,7 +85,8 @@ def optimum_summary(results: dict) -> list[str]:
         return [f"optimum-intel: not run ({o.get('reason', 'skipped')})"]
     return [f"optimum-intel (plain): {_f(o['optimum_s'])} s per image; runtime plain {_f(o['runtime_plain_s'])} s, "
             f"styled {_f(o['runtime_styled_s'])} s; images {'agree' if o['agreement']['agree'] else 'DISAGREE'} "
-            f"(max pixel diff {o['agreement']['max_abs_diff']})"]
+            f"(max pixel diff {o['agreement']['max_abs_diff']})"
+            + (f"; then {o['failure']}" if o.get("failure") else "")]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -222,6 +223,9 @@ def optimum_lines(results: dict) -> list[str]:
             + (f"; the model was exported to OpenVINO IR first, {_f(o['export_s'])} s" if o.get("export_s") else "")
             + f"). Images: **{'agree' if a['agree'] else 'DISAGREE'}** - {a['compared']}, max diff "
             f"{a['max_abs_diff']} (tolerance {a['tolerance']}), over {a['rounds_compared']} rounds."]
+    if o.get("failure"):
+        out += ["", f"**The optimum-intel side stopped early** ({o['failure']}): the figures above are the "
+                f"{len(o['runs_s']['optimum'])} timed rounds it finished."]
     return out
 
 
