@@ -155,10 +155,12 @@ class StageCheckpoint:
         self.path.unlink(missing_ok=True)
 
 
-def _log_progress(stage: str, step: int, total: int, loss: float, start: float) -> None:
+def _log_progress(stage: str, step: int, total: int, loss: float, start: float, resumed_at: int = 0) -> None:
+    """``start``: when this process began the stage, at step ``resumed_at`` (0, or a checkpoint's)."""
     if step % 50 == 0 or step == total:
         elapsed = time.perf_counter() - start
-        log.info("%s step %d/%d loss %.4f (%.0f s, %.2f s/step)", stage, step, total, loss, elapsed, elapsed / step)
+        log.info("%s step %d/%d loss %.4f (%.0f s, %.2f s/step)", stage, step, total, loss, elapsed,
+                 elapsed / max(step - resumed_at, 1))
 
 
 def train_vae(work: Path, cfg: DemoConfig):
@@ -190,7 +192,7 @@ def train_vae(work: Path, cfg: DemoConfig):
         opt.step()
         sched.step()
         losses.append(loss.item())
-        _log_progress("vae", step, cfg.vae_steps, float(np.mean(losses[-50:])), start)
+        _log_progress("vae", step, cfg.vae_steps, float(np.mean(losses[-50:])), start, done)
         checkpoint.save(step, losses)
     vae.eval()
     with torch.no_grad():  # SD's convention: latents scaled to unit variance
@@ -238,7 +240,7 @@ def finetune_vae_decoder(work: Path, cfg: DemoConfig, vae) -> None:
         opt.step()
         sched.step()
         losses.append(loss.item())
-        _log_progress("vae decoder", step, cfg.vae_decoder_steps, float(np.mean(losses[-50:])), start)
+        _log_progress("vae decoder", step, cfg.vae_decoder_steps, float(np.mean(losses[-50:])), start, done)
         checkpoint.save(step, losses)
     vae.eval()
     vae.save_pretrained(work / "sd" / "vae")
@@ -323,7 +325,7 @@ def train_base(work: Path, cfg: DemoConfig, vae):
         with torch.no_grad():  # warm-up: the average starts short and lengthens to 1 / (1 - ema_decay)
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - min(cfg.ema_decay, (1 + step) / (10 + step)))
         losses.append(loss.item())
-        _log_progress("base", step, cfg.base_steps, float(np.mean(losses[-50:])), start)
+        _log_progress("base", step, cfg.base_steps, float(np.mean(losses[-50:])), start, done)
         checkpoint.save(step, losses)
         if step % 1000 == 0 and step < cfg.base_steps:  # to look at samples while training goes on
             save_ema(work / "base-snapshot")
@@ -354,7 +356,7 @@ def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
 
     def on_step(step: int, loss: float) -> None:
         losses.append(loss)
-        _log_progress("branch", step, cfg.branch_steps, float(np.mean(losses[-50:])), start)
+        _log_progress("branch", step, cfg.branch_steps, float(np.mean(losses[-50:])), start, step - len(losses))
 
     return train_branch(trainer, batches(cfg.seed + 6, cfg.branch_batch), out, on_step)
 
