@@ -174,10 +174,10 @@ def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
 
     real_log = demo_train._log_progress
 
-    def log_or_die(stage, step, total, loss, start):
+    def log_or_die(stage, step, total, loss, start, resumed_at=0):
         if interrupt_at == (stage, step):
             raise KeyboardInterrupt
-        real_log(stage, step, total, loss, start)
+        real_log(stage, step, total, loss, start, resumed_at)
 
     demo_train._log_progress = log_or_die
     try:
