@@ -29,10 +29,12 @@ def _label(results: dict) -> str:
     backend = settings.get("backend", "ort")
     isa = (results.get("machine") or {}).get("vector_isa")
     where = f" ({isa})" if isa else ""  # results from before the field: the bf16 machine's
+    steps = settings.get("steps")
+    name = results["model"]["name"] + (f" {steps} steps" if steps and results["model"]["name"] == "sd15" else "")
     if backend == "ort":
-        return results["model"]["name"] + where
+        return name + where
     precision = settings.get("precision", "auto")
-    return f"{results['model']['name']}, {backend}{'' if precision == 'auto' else ' ' + precision}{where}"
+    return f"{name}, {backend}{'' if precision == 'auto' else ' ' + precision}{where}"
 
 
 def render(paths: list[Path], out: Path, analysis: Path | None, extra: list[Path] = ()) -> str:
