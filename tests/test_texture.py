@@ -41,6 +41,21 @@ def test_style_measures_report_per_image_values():
     assert set(values) == {"spectrum", "colour_distance", "texture_match"}
     assert values["spectrum"][0] > values["spectrum"][1] and values["colour_distance"][0] < values["colour_distance"][1]
     assert list(values["texture_match"]) == [1.0, 1.0]
+    assert not hasattr(style_measures(lambda batch: np.zeros(len(batch), int)), "family_name")
+
+
+def test_eval_breaks_texture_match_down_by_the_style_family():
+    from stylegen_trt.metrics.evaluate import EvalReport, EvalSettings
+
+    named = style_measures(lambda batch: np.ones(len(batch), int), ("stripes", "dots"))
+    assert named.family_name(stripes(0.4, size=128)) == "dots"
+    report = EvalReport(EvalSettings())
+    for family, guided, off in (("dots", 1.0, 0.0), ("dots", 0.0, 0.0), ("grid", 1.0, 1.0)):
+        report.rows.append({"stysim_guided": 1.0, "stysim_off": 2.0, "style_family": family,
+                            "texture_match_guided": guided, "texture_match_off": off})
+    by_family = report.summary()["texture_match_by_family"]
+    assert by_family == {"dots": {"guided": 0.5, "off": 0.0, "pairs": 2}, "grid": {"guided": 1.0, "off": 1.0, "pairs": 1}}
+    assert "dots 50%/0%" in report.table()
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,12 @@ class EvalReport:
             if self.rows and f"{name}_guided" in self.rows[0]:
                 out[f"{name}_guided"] = float(np.mean([r[f"{name}_guided"] for r in self.rows]))
                 out[f"{name}_off"] = float(np.mean([r[f"{name}_off"] for r in self.rows]))
+        families = sorted({r["style_family"] for r in self.rows if "style_family" in r and "texture_match_guided" in r})
+        if families:  # which textures come through and which do not
+            out["texture_match_by_family"] = {
+                f: {"guided": float(np.mean([r["texture_match_guided"] for r in self.rows if r.get("style_family") == f])),
+                    "off": float(np.mean([r["texture_match_off"] for r in self.rows if r.get("style_family") == f])),
+                    "pairs": sum(r.get("style_family") == f for r in self.rows)} for f in families}
         seeds = sorted({r["seed"] for r in self.rows if "seed" in r})
         if len(seeds) > 1:  # the spread the pooled figures hide
             out["stysim_ratio_per_seed"] = {
@@ -92,6 +98,9 @@ class EvalReport:
                             ("clipsim", "CLIPSIM to prompt")):
             if f"{name}_guided" in s:
                 lines.append(f"{label:24}{s[f'{name}_guided']:>14.4g}{s[f'{name}_off']:>14.4g}")
+        if "texture_match_by_family" in s:
+            lines.append(f"{'match by style family':24}" + "  ".join(
+                f"{k} {v['guided']:.0%}/{v['off']:.0%}" for k, v in s["texture_match_by_family"].items()) + " (guided/off)")
         if "stysim_ratio_per_seed" in s:
             lines.append(f"{'ratio per seed':24}" + "  ".join(f"{k}: {v:.3f}" for k, v in s["stysim_ratio_per_seed"].items()))
         lines.append(f"pairs: {s['pairs'] // self.settings.seeds} x {self.settings.images_per_pair} image(s) x "
@@ -116,10 +125,12 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
     chunks = [(start, prompts[start:start + per_call]) for start in range(0, len(prompts), per_call)]
     plain: dict[tuple[int, int], np.ndarray] = {}  # branch-off images depend on prompts and seed only, not the style
     references = [style_reference(style) for style in styles]
+    family_name = getattr(measures, "family_name", None)
+    families = [family_name(r) if family_name else None for r in references]
     report.references.extend(references)
     done = 0
     for seed in range(settings.seed, settings.seed + settings.seeds):
-        for style, reference in zip(styles, references):
+        for style, reference, family in zip(styles, references, families):
             for start, chunk in chunks:
                 # one batch per chunk of prompts, seeded by its first prompt's index: guided and off
                 # share x_T and the sampler's noise, so they differ only by the branch
@@ -138,6 +149,8 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
                     mine = slice(k * n, (k + 1) * n)
                     row = {"prompt": prompt, "style": str(style), "seed": seed,
                            "stysim_guided": float(sims_guided[mine].mean()), "stysim_off": float(sims_off[mine].mean())}
+                    if family is not None:
+                        row["style_family"] = family
                     if judge is not None:
                         row["content_guided"] = float(np.mean(judge(guided[mine], [prompt] * n)))
                         row["content_off"] = float(np.mean(judge(off[mine], [prompt] * n)))

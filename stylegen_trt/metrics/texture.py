@@ -64,10 +64,11 @@ def colour_distance(image: np.ndarray, reference: np.ndarray) -> float:
     return float(min(straight, crossed))
 
 
-def style_measures(family_of=None):
+def style_measures(family_of=None, family_names: tuple[str, ...] = ()):
     """``measure(images, reference) -> {name: per-image values}``: spectrum similarity and colour distance
     to the style image, and - given ``family_of(images) -> family indices`` (a palette-blind judge) -
-    whether each image's texture family is the style image's."""
+    whether each image's texture family is the style image's. With ``family_names`` the function also has
+    ``family_name(reference)``, the judge's reading of the style image, so reports can break results down."""
 
     def measure(images: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
         out = {"spectrum": np.array([spectrum_similarity(i, reference) for i in images]),
@@ -76,4 +77,6 @@ def style_measures(family_of=None):
             out["texture_match"] = (np.asarray(family_of(images)) == family_of(reference[None])[0]).astype(np.float64)
         return out
 
+    if family_of is not None and family_names:
+        measure.family_name = lambda reference: family_names[int(family_of(reference[None])[0])]
     return measure
