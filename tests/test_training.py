@@ -169,7 +169,7 @@ def test_cuda_device_without_cuda_is_one_line(tiny, captioned, tmp_path):
 
 
 def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
-    """The demo's vae, decoder and base stages; ``interrupt_at`` (stage, step) raises there, as a kill would."""
+    """The demo's vgg, vae, decoder and base stages; ``interrupt_at`` (stage, step) raises there, as a kill would."""
     from stylegen_trt.demo import train as demo_train
 
     real_log = demo_train._log_progress
@@ -181,6 +181,7 @@ def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
 
     demo_train._log_progress = log_or_die
     try:
+        demo_train.train_style_vgg(work, cfg)
         vae = demo_train.train_vae(work, cfg)
         demo_train.finetune_vae_decoder(work, cfg, vae)
         demo_train.train_base(work, cfg, vae)
@@ -188,23 +189,26 @@ def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
         demo_train._log_progress = real_log
 
 
-@pytest.mark.parametrize("stage", ["vae decoder", "base"])
+@pytest.mark.parametrize("stage", ["vgg", "vae decoder", "base"])
 def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage):
     """Each demo stage, killed mid-way and re-run, ends as one never stopped (weights and losses)."""
     from stylegen_trt.demo.train import DemoConfig
 
     torch.set_num_threads(1)
-    cfg = DemoConfig(vae_steps=2, vae_batch=4, vae_decoder_steps=4, base_steps=4, base_batch=4, checkpoint_every=2)
+    cfg = DemoConfig(vgg_steps=4, vgg_batch=4, vae_steps=2, vae_batch=4, vae_decoder_steps=4, base_steps=4, base_batch=4,
+                     checkpoint_every=2)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     _demo_stages(whole, cfg)
     with pytest.raises(KeyboardInterrupt):
         _demo_stages(cut, cfg, interrupt_at=(stage, 3))
-    assert (cut / ("vae-decoder.ckpt" if stage == "vae decoder" else "base.ckpt")).is_file()
+    assert (cut / {"vgg": "vgg.ckpt", "vae decoder": "vae-decoder.ckpt", "base": "base.ckpt"}[stage]).is_file()
     _demo_stages(cut, cfg)
     for part in ("vae", "unet", "text_encoder"):
         a, b = (load_file(str(next((root / "sd" / part).glob("*.safetensors")))) for root in (whole, cut))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
-    for log_name in ("vae-decoder.loss.json", "base.loss.json"):
+    a, b = (torch.load(root / "vgg19.pth") for root in (whole, cut))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "vgg19.pth"
+    for log_name in ("vgg.loss.json", "vae-decoder.loss.json", "base.loss.json"):
         assert json.loads((whole / log_name).read_text()) == json.loads((cut / log_name).read_text())
     assert not list(cut.glob("*.ckpt"))  # finished stages leave no checkpoint behind
 
@@ -222,3 +226,17 @@ def test_demo_batches_are_indexed_by_step():
     assert 16 < len(named) < 48  # about half name the texture family
     assert all(c.split(" with ")[1] in ("stripes", "dots", "grid", "hatching", "waves", "rings", "grain") for c in named)
     assert not any(" with " in c for _, caps in (next(batches(9, 64)),) for c in caps)  # the branch's never do
+
+
+@pytest.mark.parametrize("levels", [(1, 2), (0, 1, 2)])
+def test_demo_base_has_attention_at_the_configured_levels(levels):
+    """The up path mirrors the down path: level 0 (16x16 latent px) is the first down and the last up block."""
+    from stylegen_trt.demo.train import DemoConfig, new_base_unet
+
+    unet = new_base_unet(DemoConfig(base_attention_levels=levels))
+    down = [getattr(b, "has_cross_attention", False) for b in unet.down_blocks]
+    up = [getattr(b, "has_cross_attention", False) for b in unet.up_blocks]
+    assert down == [level in levels for level in range(4)]
+    assert up == down[::-1]
+    sample = torch.zeros(1, 4, 16, 16)
+    assert unet(sample, 10, torch.zeros(1, 3, 64)).sample.shape == sample.shape
