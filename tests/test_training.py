@@ -240,3 +240,13 @@ def test_demo_base_has_attention_at_the_configured_levels(levels):
     assert up == down[::-1]
     sample = torch.zeros(1, 4, 16, 16)
     assert unet(sample, 10, torch.zeros(1, 3, 64)).sample.shape == sample.shape
+
+
+def test_demo_train_rejects_negative_steps_before_writing(tmp_path, capsys):
+    from stylegen_trt.demo.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--work", str(tmp_path / "work"), "--vgg-steps", "-1"])
+    assert exit_info.value.code == 2
+    assert "--vgg-steps must be >= 0" in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "work").exists()

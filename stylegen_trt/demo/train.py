@@ -489,6 +489,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--branch-steps", type=int, default=DemoConfig.branch_steps)
     parser.add_argument("--threads", type=int, default=DemoConfig.threads)
     args = parser.parse_args(argv)
+    for name in ("vgg_steps", "vae_steps", "vae_decoder_steps", "base_steps", "branch_steps"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = DemoConfig(seed=args.seed, vgg_steps=args.vgg_steps, vae_steps=args.vae_steps, vae_decoder_steps=args.vae_decoder_steps,
                      base_steps=args.base_steps,
