@@ -173,3 +173,25 @@ def test_load_base_reports_missing_parts(tmp_path):
         loaders.load_base(tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         loaders.load_base(tmp_path / "nowhere")
+
+
+def test_clip_tokenizer_reads_every_word_whole(tmp_path):
+    """BPE encodes by merge rank across the word: merges written word by word let "right"'s r+i split
+    "stripes", "grid" and "triangle" into pieces (and cut the texture word off at 16 tokens)."""
+    from transformers import CLIPTokenizer, CLIPTokenizerFast
+
+    from stylegen_trt.demo import data
+    from stylegen_trt.runtime.tokenizer import PromptTokenizer
+
+    for words in (list(data.WORDS), loaders.TINY_WORDS):
+        loaders.write_clip_tokenizer(tmp_path / "tok", words, max_length=16)
+        reference = CLIPTokenizer.from_pretrained(tmp_path / "tok")
+        assert {w: reference.tokenize(w) for w in words} == {w: [w + "</w>"] for w in words}
+    CLIPTokenizerFast.from_pretrained(tmp_path / "tok").backend_tokenizer.save(str(tmp_path / "tokenizer.json"))  # as export does
+    ours = PromptTokenizer(tmp_path / "tokenizer.json", 16, reference.bos_token_id, reference.eos_token_id,
+                           reference.pad_token_id)
+    prompt = "a large triangle on the right"
+    assert ours([prompt])[0].tolist() == reference(prompt, padding="max_length", max_length=16).input_ids
+    longest = "a large triangle on the right with stripes"
+    loaders.write_clip_tokenizer(tmp_path / "demo", list(data.WORDS), max_length=16)
+    assert len(CLIPTokenizer.from_pretrained(tmp_path / "demo")(longest).input_ids) == 10  # bos + 8 words + eos

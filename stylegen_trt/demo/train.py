@@ -336,7 +336,8 @@ def write_tokenizer(work: Path):
     from transformers import CLIPTokenizer
 
     out = work / "sd" / "tokenizer"
-    loaders.write_clip_tokenizer(out, list(data.WORDS), max_length=MAX_TOKENS)
+    if not (out / "merges.txt").is_file():  # a base is trained with the tokenizer it finds: never swap it under one
+        loaders.write_clip_tokenizer(out, list(data.WORDS), max_length=MAX_TOKENS)
     return CLIPTokenizer.from_pretrained(out)
 
 

@@ -193,8 +193,39 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+def bpe_merges(words: list[str]) -> list[tuple[str, str]]:
+    """BPE merges learned on ``words`` until each is one token, most frequent pair first (ties by the pair).
+
+    Learned, not written word by word: BPE encodes by merge rank across the whole word, so a chain of
+    merges per word breaks when an earlier word's pair occurs inside it (the first demo tokenizer split
+    "stripes" into st-ri-p-e-s because "right" had already claimed r+i). Encoding replays training's order,
+    so every word comes out whole (``write_clip_tokenizer`` checks it).
+    """
+    pieces = {word: list(word[:-1]) + [word[-1] + "</w>"] for word in dict.fromkeys(words)}
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for parts in pieces.values():
+            for pair in zip(parts, parts[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            return merges
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        for word, parts in pieces.items():
+            merged, i = [], 0
+            while i < len(parts):
+                if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
+                    merged.append(parts[i] + parts[i + 1])
+                    i += 2
+                else:
+                    merged.append(parts[i])
+                    i += 1
+            pieces[word] = merged
+
+
 def write_clip_tokenizer(out_dir: Path, words: list[str], max_length: int = 77) -> None:
-    """A byte-level CLIP BPE tokenizer whose merges spell out ``words`` whole.
+    """A byte-level CLIP BPE tokenizer that reads each of ``words`` as one token.
 
     Same format as SD's tokenizer/ folder (vocab.json, merges.txt), so the real
     loader and converter are what the tiny model exercises.
@@ -202,15 +233,19 @@ def write_clip_tokenizer(out_dir: Path, words: list[str], max_length: int = 77) 
     chars = list(_bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    merges: list[tuple[str, str]] = []
-    for word in words:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:
-            pair = (pieces[0], pieces[1])
-            if pair not in merges:
-                merges.append(pair)
-                vocab.setdefault(pair[0] + pair[1], len(vocab))
-            pieces = [pair[0] + pair[1]] + pieces[2:]
+    merges = bpe_merges(words)
+    ranks = {pair: rank for rank, pair in enumerate(merges)}
+    for word in words:  # BPE's encoding loop: the lowest-ranked adjacent pair first
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            rank, i = min((ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(parts, parts[1:])))
+            if rank == len(ranks):
+                break
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        if len(parts) != 1:
+            raise ValueError(f"tokenizer: {word!r} encodes as {parts}, not one token")
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     out_dir.mkdir(parents=True, exist_ok=True)
