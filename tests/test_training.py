@@ -169,7 +169,7 @@ def test_cuda_device_without_cuda_is_one_line(tiny, captioned, tmp_path):
 
 
 def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
-    """The demo's vgg, vae, decoder and base stages; ``interrupt_at`` (stage, step) raises there, as a kill would."""
+    """The demo's vgg, vae, decoder, base and base+style stages; ``interrupt_at`` (stage, step) raises there, as a kill would."""
     from stylegen_trt.demo import train as demo_train
 
     real_log = demo_train._log_progress
@@ -185,30 +185,34 @@ def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
         vae = demo_train.train_vae(work, cfg)
         demo_train.finetune_vae_decoder(work, cfg, vae)
         demo_train.train_base(work, cfg, vae)
+        demo_train.train_base_with_style(work, cfg)
     finally:
         demo_train._log_progress = real_log
 
 
-@pytest.mark.parametrize("stage", ["vgg", "vae decoder", "base"])
+@pytest.mark.parametrize("stage", ["vgg", "vae decoder", "base", "base+style"])
 def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage):
     """Each demo stage, killed mid-way and re-run, ends as one never stopped (weights and losses)."""
     from stylegen_trt.demo.train import DemoConfig
 
     torch.set_num_threads(1)
     cfg = DemoConfig(vgg_steps=4, vgg_batch=4, vae_steps=2, vae_batch=4, vae_decoder_steps=4, base_steps=4, base_batch=4,
-                     checkpoint_every=2)
+                     base_style_steps=4, checkpoint_every=2)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     _demo_stages(whole, cfg)
     with pytest.raises(KeyboardInterrupt):
         _demo_stages(cut, cfg, interrupt_at=(stage, 3))
-    assert (cut / {"vgg": "vgg.ckpt", "vae decoder": "vae-decoder.ckpt", "base": "base.ckpt"}[stage]).is_file()
+    assert (cut / {"vgg": "vgg.ckpt", "vae decoder": "vae-decoder.ckpt", "base": "base.ckpt",
+                  "base+style": "base-style.ckpt"}[stage]).is_file()
     _demo_stages(cut, cfg)
     for part in ("vae", "unet", "text_encoder"):
         a, b = (load_file(str(next((root / "sd" / part).glob("*.safetensors")))) for root in (whole, cut))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    a, b = (load_file(str(root / "branch-init.safetensors")) for root in (whole, cut))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "branch-init"
     a, b = (torch.load(root / "vgg19.pth") for root in (whole, cut))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "vgg19.pth"
-    for log_name in ("vgg.loss.json", "vae-decoder.loss.json", "base.loss.json"):
+    for log_name in ("vgg.loss.json", "vae-decoder.loss.json", "base.loss.json", "base-style.loss.json"):
         assert json.loads((whole / log_name).read_text()) == json.loads((cut / log_name).read_text())
     assert not list(cut.glob("*.ckpt"))  # finished stages leave no checkpoint behind
 

@@ -9,6 +9,8 @@ Stages (each saved under --work and skipped when already complete, so a re-run r
            alone fine-tuned (encoder frozen, so the latent space does not move)
 2. base    tiny CLIP text encoder + UNet2DConditionModel from scratch (eps MSE, caption dropout,
            EMA of the weights, which is what is saved)
+2b. base+style  with base_style_steps > 0: the base UNet co-trained with a new style branch on self-style S
+           (the branch stage then starts from that branch); off by default (README: measured, no texture yet)
 3. branch  the style branch with the base frozen, self-style (stylegen_trt.training.branch)
 4. export  the bundle (the style encoder's VGG19 filters as stage 0 left them, documented in the manifest)
 Everything is seeded; step counts are fixed so the result does not depend on the machine's speed.
@@ -65,6 +67,13 @@ class DemoConfig:
     # captions that name the texture family ("... with stripes"), as real SD's captions name styles: the
     # base then knows each family as a mode it can be steered to (README: without it, one speckle)
     texture_caption_rate: float = 0.5
+    # co-training: the base UNet trained on together with a fresh style branch fed self-style S (the base
+    # frozen again after it). The demo's stand-in for an SD that already knows styles: caption words gave
+    # the tiny base no texture modes a branch could reach (README "The demo model"); 0 skips the stage
+    base_style_steps: int = 0
+    base_style_learning_rate: float = 2e-4
+    base_style_branch_learning_rate: float = 5e-4
+    style_dropout: float = 0.15  # co-training samples whose residuals are off, so the base alone still draws
     branch_steps: int = 1500
     branch_batch: int = 32
     branch_learning_rate: float = 5e-4
@@ -428,6 +437,70 @@ def train_base(work: Path, cfg: DemoConfig, vae):
     checkpoint.done()
 
 
+def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
+    """Co-train the base UNet and a new style branch on self-style S (v-MSE, caption dropout, style dropout,
+    EMA of both); the EMA UNet replaces the base's and the branch is where the frozen-base branch stage starts.
+
+    Why: S names the texture at every level of the UNet (the residuals reach the 16x16 level, where the
+    texture is drawn), while the caption reaches only the 8x8 and 4x4 levels; trained on captions alone, the
+    tiny base drew the same maze whatever texture was named, so no branch could steer it there.
+    """
+    from diffusers import DDPMScheduler
+
+    from stylegen_trt.models.style_branch import ResidualUNet
+    from stylegen_trt.training.branch import encode_latents, style_maps
+
+    if not cfg.base_style_steps or (work / "base-style.loss.json").is_file():
+        return
+    base = loaders.load_base(work / "sd")
+    encoder = loaders.load_style_encoder(work / "vgg19.pth").requires_grad_(False)
+    branch = loaders.new_branch(base, seed=cfg.seed, stem_hidden=32)
+    base.unet.requires_grad_(True).train()
+    branch.requires_grad_(True).train()
+    unet = ResidualUNet(base.unet)
+    noise_scheduler = DDPMScheduler.from_config(base.scheduler_config)
+    unet_params, branch_params = list(base.unet.parameters()), list(branch.parameters())
+    params = unet_params + branch_params
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW([{"params": unet_params, "lr": cfg.base_style_learning_rate},
+                             {"params": branch_params, "lr": cfg.base_style_branch_learning_rate}], weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(cfg.seed + 11)
+    checkpoint = StageCheckpoint(work / "base-style.ckpt", cfg.checkpoint_every, unet=base.unet, branch=branch,
+                                 opt=opt, ema=ema, generator=gen)
+    done, losses = checkpoint.resume()
+    stream = batches(cfg.seed + 12, cfg.base_batch, start=done)
+    size = branch.style_map_size(data.IMAGE_SIZE // 2, data.IMAGE_SIZE // 2)
+    start = time.perf_counter()
+    for step in range(done + 1, cfg.base_style_steps + 1):
+        images, prompts = next(stream)
+        with torch.no_grad():
+            x0 = encode_latents(base, images, gen)
+            style = style_maps(encoder, images, data.IMAGE_SIZE, size)
+            drop = (torch.rand(len(prompts), generator=gen) < 0.1).tolist()
+            context = base.encode_prompts(["" if d else p for p, d in zip(prompts, drop)])
+            noise = torch.randn(x0.shape, generator=gen)
+            t = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
+            style_on = (torch.rand(len(prompts), generator=gen) >= cfg.style_dropout).float()
+        residuals = branch(style, t.float(), style_on)
+        prediction = unet(noise_scheduler.add_noise(x0, noise, t), t.float(), context, *residuals)
+        loss = F.mse_loss(prediction, noise_scheduler.get_velocity(x0, noise, t))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - min(cfg.ema_decay, (1 + step) / (10 + step)))
+        losses.append(loss.item())
+        _log_progress("base+style", step, cfg.base_style_steps, float(np.mean(losses[-50:])), start, done)
+        checkpoint.save(step, losses)
+    with torch.no_grad():
+        torch._foreach_copy_(params, ema)
+    base.unet.save_pretrained(work / "sd" / "unet")
+    loaders.save_branch(branch, work / "branch-init.safetensors")
+    (work / "base-style.loss.json").write_text(json.dumps(losses))
+    checkpoint.done()
+
+
 def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
     from stylegen_trt.training.branch import BranchTrainer, TrainConfig, train_branch
 
@@ -436,7 +509,8 @@ def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
         return out
     base = loaders.load_base(work / "sd")
     encoder = loaders.load_style_encoder(work / "vgg19.pth")
-    branch = loaders.new_branch(base, seed=cfg.seed, stem_hidden=32)
+    init = work / "branch-init.safetensors"  # the co-trained branch, when that stage ran
+    branch = loaders.load_branch(base, init) if init.is_file() else loaders.new_branch(base, seed=cfg.seed, stem_hidden=32)
     train_cfg = TrainConfig(steps=cfg.branch_steps, batch_size=cfg.branch_batch, learning_rate=cfg.branch_learning_rate,
                             caption_dropout=0.1, style_image_size=data.IMAGE_SIZE, checkpoint_every=cfg.checkpoint_every,
                             seed=cfg.seed + 5)
@@ -487,15 +561,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=DemoConfig.vae_steps)
     parser.add_argument("--vae-decoder-steps", type=int, default=DemoConfig.vae_decoder_steps)
     parser.add_argument("--base-steps", type=int, default=DemoConfig.base_steps)
+    parser.add_argument("--base-style-steps", type=int, default=DemoConfig.base_style_steps,
+                        help="Co-train the base UNet with a style branch this many steps after the base stage (0: skip)")
     parser.add_argument("--branch-steps", type=int, default=DemoConfig.branch_steps)
     parser.add_argument("--threads", type=int, default=DemoConfig.threads)
     args = parser.parse_args(argv)
-    for name in ("vgg_steps", "vae_steps", "vae_decoder_steps", "base_steps", "branch_steps"):
+    for name in ("vgg_steps", "vae_steps", "vae_decoder_steps", "base_steps", "base_style_steps", "branch_steps"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = DemoConfig(seed=args.seed, vgg_steps=args.vgg_steps, vae_steps=args.vae_steps, vae_decoder_steps=args.vae_decoder_steps,
-                     base_steps=args.base_steps,
+                     base_steps=args.base_steps, base_style_steps=args.base_style_steps,
                      branch_steps=args.branch_steps, threads=args.threads)
     torch.set_num_threads(cfg.threads)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -518,6 +594,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     train_base(args.work, cfg, vae)
     seconds["base"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    train_base_with_style(args.work, cfg)
+    seconds["base_style"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     train_style_branch(args.work, cfg)
     seconds["branch"] = round(time.perf_counter() - t0, 1)
