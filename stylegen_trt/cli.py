@@ -89,7 +89,12 @@ def static_shapes(manifest: dict, height: Optional[int], width: Optional[int], n
 
 
 class OneLineUsageErrors(TyperGroup):
-    """Command-line usage errors (bad option value, missing option, unknown command) as one line too."""
+    """Command-line usage errors (bad option value, missing option, unknown command) as one line too; --help
+    as click's plain text, like every command's (PlainHelp)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.rich_markup_mode = None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
@@ -106,6 +111,15 @@ class OneLineUsageErrors(TyperGroup):
             path = exc.ctx.command_path if exc.ctx is not None and exc.ctx is not ctx else \
                 " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
             fail(f"{exc.format_message()} (see `{path} --help`)")
+
+
+class PlainHelp(TyperCommand):
+    """A command whose --help is click's plain text: flags without a ``<bool>`` type, and help texts
+    shown as written (rich markup would swallow "[default: the bundle's]")."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.rich_markup_mode = None
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=OneLineUsageErrors,
@@ -160,7 +174,7 @@ def _bundle_or_demo(bundle: Optional[Path]) -> Path:
     return demo
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def export(
     out: Path = typer.Option(..., "--out", help="Bundle directory to write (replaced if it is a bundle)."),
@@ -222,15 +236,6 @@ def export(
                           external_data_threshold=external_data_mb * 2**20, description=description,
                           on_graph=done)
     typer.echo(f"wrote bundle {out}")
-
-
-class PlainHelp(TyperCommand):
-    """A command whose --help is click's plain text: flags without a ``<bool>`` type, and help texts
-    shown as written (rich markup would swallow "[default: the bundle's]")."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.rich_markup_mode = None
 
 
 def progress_display(*columns: Any, transient: bool = True):
@@ -349,7 +354,7 @@ def generate(
     typer.echo(f"wrote {', '.join(map(str, paths))} ({size}; {origin})")
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def build(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
@@ -390,7 +395,7 @@ def build(
         typer.echo(f"{name}: {action} -> {shown}")
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def verify(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
@@ -447,7 +452,7 @@ def verify(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def info(bundle: Optional[Path] = typer.Argument(None, help="Bundle directory (default: the shipped demo model).")):
     """What is in a bundle: graphs, inputs with their ranges, sizes, hashes."""
@@ -554,7 +559,7 @@ def _stysim_for(b, vgg: Optional[Path]):
     return StySim(state, b.manifest["style"]["image_size"])
 
 
-@app.command(name="eval")
+@app.command(name="eval", cls=PlainHelp)
 @user_errors
 def evaluate_command(
     style: List[Path] = typer.Option([], "--style", help="Style image; repeat. Default for the demo: held-out swatches."),
@@ -701,7 +706,7 @@ def grid(
     typer.echo(f"wrote {out}: {1 + len(styles)} rows (no style + {len(styles)} styles) x {len(prompts)} prompts")
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def bench(
     ctx: typer.Context,
@@ -872,7 +877,7 @@ _SERVE_OPTIONS = dict(
 )
 
 
-@app.command()
+@app.command(cls=PlainHelp)
 @user_errors
 def serve(
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Bundle directory (default: the shipped demo model)."),
@@ -914,7 +919,7 @@ def serve(
     raise typer.Exit(code)
 
 
-@app.command(name="triton-repo")
+@app.command(name="triton-repo", cls=PlainHelp)
 @user_errors
 def triton_repo(
     out: Path = typer.Option(..., "--out", help="Model repository directory to write (for tritonserver "
@@ -940,7 +945,7 @@ def triton_repo(
     typer.echo(f"wrote model repository {repo} (model `stylegen`; run: tritonserver --model-repository {repo})")
 
 
-@app.command(name="bench-serve")
+@app.command(name="bench-serve", cls=PlainHelp)
 @user_errors
 def bench_serve(
     url: Optional[str] = typer.Option(None, "--url", help="A running server's HTTP address (host:port); default: "

@@ -81,6 +81,16 @@ def test_default_seed_repeats_the_image_and_upscale_writes_blocks(tmp_path):
     assert bad.exit_code == 2 and not (tmp_path / "c.png").exists()
 
 
+@pytest.mark.parametrize("command", [[], *([name] for name in (
+    "export", "generate", "build", "verify", "info", "train", "eval", "grid", "bench", "serve", "triton-repo",
+    "bench-serve"))])
+def test_every_help_is_plain_text_without_bool_types(command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.stdout and "--help" in result.stdout
+    assert "<bool>" not in result.stdout and "╭" not in result.stdout  # no rich boxes
+
+
 def test_generate_help_describes_every_option():
     result = runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
