@@ -246,6 +246,27 @@ def test_demo_base_has_attention_at_the_configured_levels(levels):
     assert unet(sample, 10, torch.zeros(1, 3, 64)).sample.shape == sample.shape
 
 
+def test_demo_base_channels_are_configurable():
+    from stylegen_trt.demo.train import DemoConfig, new_base_unet
+
+    unet = new_base_unet(DemoConfig(base_channels=(64, 64, 64, 64)))
+    assert tuple(unet.config.block_out_channels) == (64, 64, 64, 64)
+    assert new_base_unet(DemoConfig()).config.block_out_channels == DemoConfig().base_channels == (32, 64, 64, 64)
+    sample = torch.zeros(1, 4, 16, 16)
+    assert unet(sample, 10, torch.zeros(1, 3, 64)).sample.shape == sample.shape
+
+
+@pytest.mark.parametrize("value", ["64,64,64", "64,64,64,40", "a,b,c,d", "0,64,64,64"])
+def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, value):
+    from stylegen_trt.demo.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--work", str(tmp_path / "work"), "--base-channels", value])
+    assert exit_info.value.code == 2
+    assert "--base-channels" in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "work").exists()
+
+
 def test_demo_train_rejects_negative_steps_before_writing(tmp_path, capsys):
     from stylegen_trt.demo.train import main
 

@@ -63,6 +63,10 @@ class DemoConfig:
     # down levels (0 = 16x16 latent px, 1 = 8x8, 2 = 4x4, 3 = 2x2) whose blocks have self- and text attention;
     # the up path mirrors them. (1, 2): where position is decided and where it is cheap on a CPU
     base_attention_levels: tuple[int, ...] = (1, 2)
+    # channels of the four levels. Level 0 (16x16) is where a texture of 3-4.5 latent px is drawn: a stripes-only
+    # probe (README "The demo model") drew oriented bands with 64 there and colour blobs with 32 at the same steps;
+    # the whole recipe has not been run with 64 yet, so the default stays the measured one
+    base_channels: tuple[int, int, int, int] = (32, 64, 64, 64)
     ema_decay: float = 0.999
     # captions that name the texture family ("... with stripes"), as real SD's captions name styles: the
     # base then knows each family as a mode it can be steered to (README: without it, one speckle)
@@ -357,7 +361,7 @@ def new_base_unet(cfg: DemoConfig):
     down = tuple("CrossAttnDownBlock2D" if level in cfg.base_attention_levels else "DownBlock2D" for level in range(4))
     return UNet2DConditionModel(
         sample_size=data.IMAGE_SIZE // 2, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64, 64, 64), norm_num_groups=16, cross_attention_dim=64, attention_head_dim=8,
+        block_out_channels=cfg.base_channels, norm_num_groups=16, cross_attention_dim=64, attention_head_dim=8,
         down_block_types=down, up_block_types=tuple(b.replace("Down", "Up") for b in reversed(down)),
     )
 
@@ -564,15 +568,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-style-steps", type=int, default=DemoConfig.base_style_steps,
                         help="Co-train the base UNet with a style branch this many steps after the base stage (0: skip)")
     parser.add_argument("--branch-steps", type=int, default=DemoConfig.branch_steps)
+    parser.add_argument("--base-channels", default=",".join(map(str, DemoConfig.base_channels)),
+                        help="The base UNet's channels at its four levels, e.g. 64,64,64,64 (multiples of 16)")
     parser.add_argument("--threads", type=int, default=DemoConfig.threads)
     args = parser.parse_args(argv)
     for name in ("vgg_steps", "vae_steps", "vae_decoder_steps", "base_steps", "base_style_steps", "branch_steps"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
+    try:
+        base_channels = tuple(int(c) for c in args.base_channels.split(","))
+    except ValueError:
+        base_channels = ()
+    if len(base_channels) != 4 or any(c <= 0 or c % 16 for c in base_channels):
+        parser.error(f"--base-channels {args.base_channels!r} must be four positive multiples of 16, e.g. 64,64,64,64")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = DemoConfig(seed=args.seed, vgg_steps=args.vgg_steps, vae_steps=args.vae_steps, vae_decoder_steps=args.vae_decoder_steps,
                      base_steps=args.base_steps, base_style_steps=args.base_style_steps,
-                     branch_steps=args.branch_steps, threads=args.threads)
+                     branch_steps=args.branch_steps, base_channels=base_channels, threads=args.threads)
     torch.set_num_threads(cfg.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
