@@ -267,6 +267,20 @@ def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, v
     assert not (tmp_path / "work").exists()
 
 
+def test_demo_train_refuses_another_width_over_a_trained_base(tmp_path, capsys):
+    from stylegen_trt.demo.train import DemoConfig, main, new_base_unet
+
+    work = tmp_path / "work"
+    new_base_unet(DemoConfig()).save_pretrained(work / "sd" / "unet")
+    before = sorted(p.name for p in work.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--work", str(work), "--base-channels", "64,64,64,64"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "channels 32,64,64,64, not 64,64,64,64" in err and "new --work" in err
+    assert sorted(p.name for p in work.rglob("*")) == before
+
+
 def test_demo_train_rejects_negative_steps_before_writing(tmp_path, capsys):
     from stylegen_trt.demo.train import main
 

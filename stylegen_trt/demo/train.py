@@ -555,6 +555,19 @@ def export_demo(work: Path, out: Path, cfg: DemoConfig, seconds: dict) -> Path:
                          defaults={"guidance": cfg.guidance, "style_scale": cfg.style_scale})
 
 
+def _trained_base_channels(work: Path) -> tuple[int, ...] | None:
+    """The channels of the base UNet a work dir already holds (finished, or a base-stage checkpoint), if any:
+    a stage is skipped or resumed by what it finds, so another width must not meet it silently."""
+    config = work / "sd" / "unet" / "config.json"
+    if config.is_file():
+        return tuple(json.loads(config.read_text())["block_out_channels"])
+    ckpt = work / "base.ckpt"
+    if ckpt.is_file():
+        unet = torch.load(ckpt, map_location="cpu", weights_only=False)["parts"]["unet"]
+        return tuple(unet[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0] for i in range(4))
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True)
@@ -581,6 +594,10 @@ def main(argv: list[str] | None = None) -> None:
         base_channels = ()
     if len(base_channels) != 4 or any(c <= 0 or c % 16 for c in base_channels):
         parser.error(f"--base-channels {args.base_channels!r} must be four positive multiples of 16, e.g. 64,64,64,64")
+    trained = _trained_base_channels(args.work)
+    if trained is not None and trained != base_channels:
+        parser.error(f"{args.work} holds a base UNet with channels {','.join(map(str, trained))}, not "
+                     f"{args.base_channels}: give the same --base-channels to resume it, or a new --work")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = DemoConfig(seed=args.seed, vgg_steps=args.vgg_steps, vae_steps=args.vae_steps, vae_decoder_steps=args.vae_decoder_steps,
                      base_steps=args.base_steps, base_style_steps=args.base_style_steps,
