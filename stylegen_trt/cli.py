@@ -264,7 +264,7 @@ def generate(
     style_weight: List[float] = typer.Option([], "--style-weight", metavar="WEIGHT", help="One per --style [default: equal, summing "
                                              "to 1]", show_default=False),
     style_scale: Optional[float] = typer.Option(None, "--style-scale", help="Multiplies the style branch's residuals "
-                                                "(0: no style) [default: the bundle's]"),
+                                                "(0: no style; below 0 subtracts them) [default: the bundle's]"),
     style_window: tuple[float, float] = typer.Option((0.0, 1.0), "--style-window", metavar="START END",
                                                      help="The style branch runs on steps i with START <= i/steps < "
                                                      "END (fractions of the schedule)"),
