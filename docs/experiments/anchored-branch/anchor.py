@@ -119,6 +119,17 @@ def upgrade(branch, coords):
     return branch
 
 
+def ddpm_sample(branch, unet, scheduler, style_map, context, scale, noise, generator, guidance=4.0):
+    """DDPM over scheduler.timesteps with CFG; context = [cond; uncond], residuals from (S, t) shared by both."""
+    x = noise
+    for t in scheduler.timesteps:
+        res = branch(style_map, t.float().reshape(1), torch.tensor([scale]))
+        v = unet(torch.cat([x, x]), t.float().reshape(1), context, *res)
+        vc, vu = v.chunk(2)
+        x = scheduler.step(vu + guidance * (vc - vu), t, x, generator=generator).prev_sample
+    return x
+
+
 base = loaders.load_base(work / "sd")
 encoder = loaders.load_style_encoder(work / "vgg19.pth")
 branch = loaders.new_branch(base, seed=0, stem_hidden=32)

@@ -25,13 +25,9 @@ with torch.no_grad():
         for k in classes:
             S = ORACLE[[k]]
             g = torch.Generator().manual_seed(0)
-            x = torch.randn((4, 4, 16, 16), generator=g)  # 2 prompts x 2 seeds
+            noise = torch.randn((4, 4, 16, 16), generator=g)  # 2 prompts x 2 seeds
             ctx = torch.cat([cond.repeat(2, 1, 1), unc.repeat(2, 1, 1)])
-            for t in sch.timesteps:
-                res = br(S, t.float().reshape(1), torch.tensor([SCALE * on]))
-                v = unet(torch.cat([x, x]), t.float().reshape(1), ctx, *res)
-                vc, vu = v.chunk(2)
-                x = sch.step(vu + 4.0 * (vc - vu), t, x, generator=g).prev_sample
+            x = ddpm_sample(br, unet, sch, S, ctx, SCALE * on, noise, g)
             d = base.vae.decode(x / base.latent_scale).sample
             im = ((d.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
             images.append(im)

@@ -35,12 +35,7 @@ with torch.no_grad():
             img = torch.from_numpy(np.asarray(Image.fromarray(sw).resize((32, 32), Image.BICUBIC))).permute(2, 0, 1)[None].float() / 255
             S = style_maps(enc, img, 32, br.style_map_size(16, 16))
             g = torch.Generator().manual_seed(0)
-            x = torch.randn((4, 4, 16, 16), generator=g)
-            for t in sch.timesteps:
-                res = br(S, t.float().reshape(1), torch.tensor([SCALE * on]))
-                v = unet(torch.cat([x, x]), t.float().reshape(1), ctx, *res)
-                vc, vu = v.chunk(2)
-                x = sch.step(vu + 4.0 * (vc - vu), t, x, generator=g).prev_sample
+            x = ddpm_sample(br, unet, sch, S, ctx, SCALE * on, torch.randn((4, 4, 16, 16), generator=g), g)
             d = base.vae.decode(x / base.latent_scale).sample
             images.append(((d.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8))
         fam = np.array([f for f, _ in styles]).repeat(4)
