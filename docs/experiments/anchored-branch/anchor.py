@@ -1,6 +1,8 @@
-"""Experiment: branch trained on textures at a fixed phase (a function of S), optional coordinate stem.
+"""Experiment: branch trained on textures at a fixed phase (a function of S).
 
-usage: python anchor.py WORK_BASE OUT_DIR STEPS COORDS(0/1) [THREADS]
+usage: python anchor.py WORK_BASE OUT_DIR STEPS MODE [THREADS]
+MODE 0: the branch as shipped; 1: + coordinate stem; 2: 1 + a global code of S in the time embedding;
+3: 2 with an oracle code per (family, angle) instead of S (README.md in this folder)
 """
 import sys, time, json, logging
 from pathlib import Path
@@ -150,7 +152,6 @@ def on_step(step, loss):
     if step % 25 == 0:
         print(f"step {step} loss {np.mean(losses[-25:]):.4f} {time.perf_counter()-t0:.0f}s", flush=True)
 train_branch(trainer, stream, out / "branch.safetensors", on_step)
-
 # a sample sheet of training images, to look at
 imgs = np.concatenate([np.concatenate([data.render(data.random_content(r), anchored_style(r)) for _ in range(8)], 1)
                        for r in [np.random.default_rng(k) for k in range(4)]], 0)
