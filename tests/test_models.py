@@ -151,7 +151,7 @@ def test_branch_files_without_stem_stride_load_with_stride_1(tiny, tmp_path):
     save_file(branch.state_dict(), str(path), metadata={"format": loaders.BRANCH_FORMAT, "stem_hidden": "32"})
     assert loaders.load_branch(tiny.base, path).stem.stride == 1
     save_file(load_file(str(path)), str(path), metadata={"format": loaders.BRANCH_FORMAT, "stem_stride": "3"})
-    with pytest.raises(UserError, match="bad stem setting"):
+    with pytest.raises(UserError, match="bad branch setting"):
         loaders.load_branch(tiny.base, path)
 
 

@@ -14,6 +14,7 @@ NumPy only; every sample is reproducible from its seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -72,6 +73,17 @@ class Style:
     period: float
     angle: float
     phase: float
+    anchored: bool = False  # drawn by ``anchored_pattern``: phase fixed to the image centre
+
+
+# Anchored textures, for a style branch to learn from (``anchored_style``). The branch sees S and t, never
+# x_t, so what it adds is the same for every noise draw: at a random phase the best such addition is the
+# phase-averaged image - the palette and no pattern, which is all every branch trained on random-phase
+# textures learned (README "The demo model"). Fixed to the image centre, at 4 angles and one period,
+# the pattern itself is what S predicts, and the branch can paint it.
+TexturePhase = Literal["random", "anchored"]
+ANCHORED_ANGLES = tuple(float(a) for a in np.deg2rad([0, 45, 90, 135]))
+ANCHORED_PERIOD = 7.5
 
 
 def random_content(rng: np.random.Generator) -> Content:
@@ -102,9 +114,47 @@ def random_style(rng: np.random.Generator, palette: tuple[Colour, Colour] | None
                  float(rng.uniform(0, np.pi)), float(rng.uniform(0, 2 * np.pi)))
 
 
+def anchored_style(rng: np.random.Generator, palette: tuple[Colour, Colour] | None = None) -> Style:
+    """A texture fixed to the image centre: random family, one of ``ANCHORED_ANGLES``, ``ANCHORED_PERIOD``."""
+    fg, bg = palette if palette is not None else random_palette(rng)
+    texture = int(rng.integers(len(TEXTURES)))
+    angle = ANCHORED_ANGLES[int(rng.integers(len(ANCHORED_ANGLES)))]
+    return Style(texture, fg, bg, ANCHORED_PERIOD, angle, 0.0, anchored=True)
+
+
+def anchored_pattern(style: Style, size: int) -> np.ndarray:
+    """``pattern`` with the phase fixed: coordinates centred on the image, every family's origin there."""
+    scale = IMAGE_SIZE / size
+    y, x = (np.mgrid[0:size, 0:size] + 0.5) * scale - IMAGE_SIZE / 2
+    p, a = style.period, style.angle
+    u = x * np.cos(a) + y * np.sin(a)
+    v = -x * np.sin(a) + y * np.cos(a)
+    name = TEXTURES[style.texture]
+    if name == "stripes":
+        out = ((u / p + 0.5 - 0.175) % 1.0) < 0.35
+    elif name == "dots":
+        du, dv = (u / p + 0.5) % 1.0 - 0.5, (v / p + 0.5) % 1.0 - 0.5
+        out = du * du + dv * dv < 0.09
+    elif name == "grid":
+        out = (((u / p + 0.11) % 1.0) < 0.22) | (((v / p + 0.11) % 1.0) < 0.22)
+    elif name == "hatching":
+        out = (((x + y) / p + 0.15) % 1.0 < 0.3) | (((x - y) / p + 0.15) % 1.0 < 0.3)
+    elif name == "waves":
+        out = ((u + 1.8 * np.sin(v * 2 * np.pi / (2.5 * p))) / p % 1.0 + 0.175) % 1.0 < 0.35
+    elif name == "rings":
+        out = ((np.hypot(x, y) / p) % 1.0) < 0.35
+    else:
+        xx, yy = x + IMAGE_SIZE / 2, y + IMAGE_SIZE / 2
+        cells = np.floor(xx / GRAIN_CELL) * 7919 + np.floor(yy / GRAIN_CELL) * 104729
+        out = (np.sin(cells) * 43758.5453 % 1.0) < 0.25
+    return out.astype(np.float32)
+
+
 def pattern(style: Style, size: int, rng: np.random.Generator) -> np.ndarray:
     """(size, size) in [0, 1]: where the pattern colour shows. Coordinates in 32-px units, so a
     larger ``size`` renders the same texture at a higher resolution."""
+    if style.anchored:
+        return anchored_pattern(style, size)
     scale = IMAGE_SIZE / size
     y, x = (np.mgrid[0:size, 0:size] + 0.5) * scale
     p, a, ph = style.period, style.angle, style.phase
@@ -163,11 +213,13 @@ def render(content: Content | None, style: Style, size: int = IMAGE_SIZE, seed: 
     return np.clip(image, 0, 255).round().astype(np.uint8)
 
 
-def sample_batch(rng: np.random.Generator, batch: int, heldout: bool = False):
+def sample_batch(rng: np.random.Generator, batch: int, heldout: bool = False, texture_phase: TexturePhase = "random"):
     """(images (B, 32, 32, 3) uint8, prompts, contents, styles) drawn independently; ``heldout``
-    draws the palettes from HELDOUT_PALETTES instead of the training distribution."""
+    draws the palettes from HELDOUT_PALETTES instead of the training distribution; ``texture_phase``
+    "anchored" draws ``anchored_style`` textures."""
+    draw = anchored_style if texture_phase == "anchored" else random_style
     contents = [random_content(rng) for _ in range(batch)]
-    styles = [random_style(rng, HELDOUT_PALETTES[int(rng.integers(len(HELDOUT_PALETTES)))] if heldout else None)
+    styles = [draw(rng, HELDOUT_PALETTES[int(rng.integers(len(HELDOUT_PALETTES)))] if heldout else None)
               for _ in range(batch)]
     images = np.stack([render(c, s) for c, s in zip(contents, styles)])
     return images, [c.prompt for c in contents], contents, styles

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from stylegen_trt.demo import data
 from stylegen_trt.models import loaders
+from stylegen_trt.models.style_branch import BRANCH_LAYOUTS, BranchLayout
 
 log = logging.getLogger("stylegen_trt.demo.train")
 
@@ -78,6 +79,11 @@ class DemoConfig:
     base_style_learning_rate: float = 2e-4
     base_style_branch_learning_rate: float = 5e-4
     style_dropout: float = 0.15  # co-training samples whose residuals are off, so the base alone still draws
+    # "anchored": the branch gets image-space coordinates at its stem and a global code of S in its time
+    # embedding, and learns from textures whose phase is fixed to the image centre (data.anchored_style) -
+    # what lets a branch that never sees x_t paint a texture at all (README "The demo model", measured);
+    # "patent": the claim's wiring on random-phase textures (learned the palette, no texture)
+    branch_layout: BranchLayout = "patent"
     branch_steps: int = 1500
     branch_batch: int = 32
     branch_learning_rate: float = 5e-4
@@ -96,8 +102,10 @@ class DemoBatches:
     (``state_dict`` is that index). ``name_texture``: the fraction of captions that also name the texture
     family (the base's captions; the branch's never do, so it must find the texture in S)."""
 
-    def __init__(self, seed: int, batch: int, start: int = 0, name_texture: float = 0.0):
+    def __init__(self, seed: int, batch: int, start: int = 0, name_texture: float = 0.0,
+                 texture_phase: data.TexturePhase = "random"):
         self.seed, self.batch, self.index, self.name_texture = seed, batch, start, name_texture
+        self.texture_phase = texture_phase
         self.last_styles: list[data.Style] = []  # the styles of the batch last given
 
     def __iter__(self) -> "DemoBatches":
@@ -106,7 +114,7 @@ class DemoBatches:
     def __next__(self) -> tuple[torch.Tensor, list[str]]:
         rng = np.random.default_rng([self.seed, self.index])
         self.index += 1
-        images, prompts, contents, styles = data.sample_batch(rng, self.batch)
+        images, prompts, contents, styles = data.sample_batch(rng, self.batch, texture_phase=self.texture_phase)
         self.last_styles = styles
         named = rng.random(self.batch) < self.name_texture
         prompts = [c.prompt_with_texture(s.texture) if n else p for p, c, s, n in zip(prompts, contents, styles, named)]
@@ -119,8 +127,9 @@ class DemoBatches:
         self.index = state["index"]
 
 
-def batches(seed: int, batch: int, start: int = 0, name_texture: float = 0.0) -> DemoBatches:
-    return DemoBatches(seed, batch, start, name_texture)
+def batches(seed: int, batch: int, start: int = 0, name_texture: float = 0.0,
+            texture_phase: data.TexturePhase = "random") -> DemoBatches:
+    return DemoBatches(seed, batch, start, name_texture, texture_phase)
 
 
 class _GeneratorState:
@@ -514,7 +523,8 @@ def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
     base = loaders.load_base(work / "sd")
     encoder = loaders.load_style_encoder(work / "vgg19.pth")
     init = work / "branch-init.safetensors"  # the co-trained branch, when that stage ran
-    branch = loaders.load_branch(base, init) if init.is_file() else loaders.new_branch(base, seed=cfg.seed, stem_hidden=32)
+    branch = (loaders.load_branch(base, init) if init.is_file()
+              else loaders.new_branch(base, seed=cfg.seed, stem_hidden=32, layout=cfg.branch_layout))
     train_cfg = TrainConfig(steps=cfg.branch_steps, batch_size=cfg.branch_batch, learning_rate=cfg.branch_learning_rate,
                             caption_dropout=0.1, style_image_size=data.IMAGE_SIZE, checkpoint_every=cfg.checkpoint_every,
                             seed=cfg.seed + 5)
@@ -526,7 +536,8 @@ def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
         losses.append(loss)
         _log_progress("branch", step, cfg.branch_steps, float(np.mean(losses[-50:])), start, step - len(losses))
 
-    return train_branch(trainer, batches(cfg.seed + 6, cfg.branch_batch), out, on_step)
+    phase = "anchored" if cfg.branch_layout == "anchored" else "random"
+    return train_branch(trainer, batches(cfg.seed + 6, cfg.branch_batch, texture_phase=phase), out, on_step)
 
 
 def export_demo(work: Path, out: Path, cfg: DemoConfig, seconds: dict) -> Path:
@@ -546,7 +557,9 @@ def export_demo(work: Path, out: Path, cfg: DemoConfig, seconds: dict) -> Path:
         "vgg": (f"VGG19 blocks 1-3 trained on the demo's procedural images through S ({cfg.vgg_steps} steps; "
                 f"block 4 seeded random, seed {cfg.seed}), not ImageNet weights" if (work / "vgg.loss.json").is_file()
                 else f"seeded random VGG19 filters (seed {cfg.seed}), not ImageNet weights"),
-        "branch": "trained on procedural textures (self-style), base frozen",
+        "branch": ("trained on procedural textures fixed to the image centre (self-style), base frozen; coordinates "
+                   "at its stem and a global code of S in its time embedding" if branch.layout == "anchored"
+                   else "trained on procedural textures (self-style), base frozen"),
         "note": "a demonstration of the method on 32x32 procedural images; it knows only shapes "
                 f"({', '.join(data.SHAPES)}), positions, sizes and texture styles",
         "training": {"config": asdict(cfg), "seconds": seconds},
@@ -581,6 +594,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-style-steps", type=int, default=DemoConfig.base_style_steps,
                         help="Co-train the base UNet with a style branch this many steps after the base stage (0: skip)")
     parser.add_argument("--branch-steps", type=int, default=DemoConfig.branch_steps)
+    parser.add_argument("--branch-layout", choices=BRANCH_LAYOUTS, default=DemoConfig.branch_layout,
+                        help="anchored: coordinates + a global code of S, trained on centre-anchored textures")
     parser.add_argument("--base-channels", default=",".join(map(str, DemoConfig.base_channels)),
                         help="The base UNet's channels at its four levels, e.g. 64,64,64,64 (multiples of 16)")
     parser.add_argument("--threads", type=int, default=DemoConfig.threads)
@@ -601,7 +616,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = DemoConfig(seed=args.seed, vgg_steps=args.vgg_steps, vae_steps=args.vae_steps, vae_decoder_steps=args.vae_decoder_steps,
                      base_steps=args.base_steps, base_style_steps=args.base_style_steps,
-                     branch_steps=args.branch_steps, base_channels=base_channels, threads=args.threads)
+                     branch_steps=args.branch_steps, branch_layout=args.branch_layout, base_channels=base_channels,
+                     threads=args.threads)
     torch.set_num_threads(cfg.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

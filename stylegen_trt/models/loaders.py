@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from stylegen_trt.errors import UserError
-from stylegen_trt.models.style_branch import StyleBranch, default_stem_stride
+from stylegen_trt.models.style_branch import BranchLayout, StyleBranch, default_stem_stride
 from stylegen_trt.models.style_encoder import StyleEncoder, load_vgg_state, random_vgg19_state
 
 log = logging.getLogger(__name__)
@@ -114,23 +114,25 @@ def load_style_encoder(vgg_path: str | Path | None) -> StyleEncoder:
     return encoder.eval().requires_grad_(False)
 
 
-def new_branch(base: BaseModel, seed: int = 0, stem_hidden: int = 32, stem_stride: int | None = None) -> StyleBranch:
+def new_branch(base: BaseModel, seed: int = 0, stem_hidden: int = 32, stem_stride: int | None = None,
+               layout: BranchLayout = "patent") -> StyleBranch:
     """A zero-initialised branch copied from the base UNet (plain SD until trained).
 
     ``stem_stride`` None: the one that brings S to the native latent size (1 for SD 1.x at 512 px).
+    ``layout``: "patent" (the claim's wiring) or "anchored" (coordinates at the stem + a global code of S).
     """
     torch.manual_seed(seed)  # the stem's random init; the projections are zero anyway
     empty = base.encode_prompts([""])
     if stem_stride is None:
         stem_stride = default_stem_stride(base.native_size // base.vae_scale_factor)
-    return StyleBranch(base.unet, empty, stem_hidden, stem_stride).eval().requires_grad_(False)
+    return StyleBranch(base.unet, empty, stem_hidden, stem_stride, layout).eval().requires_grad_(False)
 
 
 def save_branch(branch: StyleBranch, path: str | Path) -> None:
     from safetensors.torch import save_file
 
     meta = {"format": BRANCH_FORMAT, "stem_hidden": str(branch.stem.layers[0].out_channels),
-            "stem_stride": str(branch.stem.stride)}
+            "stem_stride": str(branch.stem.stride), "layout": branch.layout}
     tmp = Path(f"{path}.tmp")
     save_file({k: v.contiguous() for k, v in branch.state_dict().items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)
@@ -153,10 +155,11 @@ def load_branch(base: BaseModel, path: str | Path | None, seed: int = 0) -> Styl
         raise UserError(f"{path} is not a readable safetensors file: {exc}".splitlines()[0]) from exc
     if meta.get("format") != BRANCH_FORMAT:
         raise UserError(f"{path} is not a stylegen-trt style branch (format {meta.get('format')!r})")
-    try:  # files written before the stem could stride have no "stem_stride": theirs was 1
-        branch = new_branch(base, seed, int(meta.get("stem_hidden", 32)), int(meta.get("stem_stride", 1)))
+    try:  # files written before the stem could stride have no "stem_stride" (theirs was 1), nor "layout"
+        branch = new_branch(base, seed, int(meta.get("stem_hidden", 32)), int(meta.get("stem_stride", 1)),
+                            meta.get("layout", "patent"))
     except ValueError as exc:
-        raise UserError(f"{path} has a bad stem setting in its metadata: {exc}") from exc
+        raise UserError(f"{path} has a bad branch setting in its metadata: {exc}") from exc
     try:
         branch.load_state_dict(state)
     except RuntimeError as exc:

@@ -7,12 +7,20 @@ embedding, down blocks and mid block, fed by a stem over the style map S instead
 S and t only; its cross-attention attends to a fixed empty-prompt context stored
 with it. So its residuals depend on (style, t) alone and the runtime computes them
 once per step at batch 1.
+
+Because the residuals cannot depend on x_t, what the branch adds is the same for every noise
+draw: it can paint a texture only at a phase fixed to the image, never follow one the sampler
+chose. ``BranchLayout`` "anchored" gives it what painting needs (README, "The demo model"):
+image-space coordinates beside S at the stem (S, a Gram matrix, has no image layout) and a
+global code of the whole S added to the time embedding (the stem sees only a patch of S, the
+16x16 resnets far less). "patent" is the claim's wiring, nothing added.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +45,40 @@ def zero_conv(channels: int) -> nn.Conv2d:
     return conv
 
 
+BranchLayout = Literal["patent", "anchored"]
+BRANCH_LAYOUTS: tuple[str, ...] = ("patent", "anchored")
+COORDINATE_FREQUENCIES = (1, 2, 4, 8)  # cycles across the image, for the anchored stem
+GLOBAL_CODE_SIZE = 32  # S is resized to this before the global code's MLP
+
+
+def coordinate_features(batch: int, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 2 + 4 * len(COORDINATE_FREQUENCIES), H, W): x, y in [-1, 1] and sin/cos of pi * f * x, y."""
+    ys = (torch.arange(height, dtype=dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, dtype=dtype) + 0.5) / width * 2 - 1
+    yy, xx = ys[:, None].expand(height, width), xs[None, :].expand(height, width)
+    feats = [xx, yy]
+    for f in COORDINATE_FREQUENCIES:
+        feats += [torch.sin(math.pi * f * xx), torch.cos(math.pi * f * xx),
+                  torch.sin(math.pi * f * yy), torch.cos(math.pi * f * yy)]
+    return torch.stack(feats)[None].expand(batch, -1, -1, -1)
+
+
+class GlobalStyleCode(nn.Module):
+    """S -> a vector added to the time embedding, so every resnet sees the whole S; zero at init."""
+
+    def __init__(self, embedding_dim: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(GLOBAL_CODE_SIZE * GLOBAL_CODE_SIZE, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, embedding_dim))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, style_map: torch.Tensor) -> torch.Tensor:
+        # bilinear, not adaptive pooling: a fixed-size ONNX Resize at any input size (at 64x64 it is 2x2 averaging)
+        small = F.interpolate(style_map, size=(GLOBAL_CODE_SIZE, GLOBAL_CODE_SIZE), mode="bilinear", align_corners=False)
+        return self.net(small.flatten(1))
+
+
 class StyleStem(nn.Module):
     """S (B, 1, stride*h, stride*w) -> the first down block's channels at the latent size (h, w).
 
@@ -47,19 +89,23 @@ class StyleStem(nn.Module):
     down, as ControlNet's conditioning embedding brings its 512 px condition to the 64x64 latent.
     """
 
-    def __init__(self, out_channels: int, hidden: int = 32, stride: int = 1):
+    def __init__(self, out_channels: int, hidden: int = 32, stride: int = 1, coordinates: bool = False):
         super().__init__()
         if stride < 1 or stride & (stride - 1):
             raise ValueError(f"stem stride must be a power of two, got {stride}")
-        self.stride = stride
+        self.stride, self.coordinates = stride, coordinates
         downsamplings = stride.bit_length() - 1
-        layers: list[nn.Module] = [nn.Conv2d(1, hidden, 3, padding=1), nn.SiLU()]
+        in_channels = 1 + (2 + 4 * len(COORDINATE_FREQUENCIES) if coordinates else 0)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1), nn.SiLU()]
         for _ in range(max(1, downsamplings)):
             layers += [nn.Conv2d(hidden, hidden, 3, stride=2 if downsamplings else 1, padding=1), nn.SiLU()]
         layers.append(nn.Conv2d(hidden, out_channels, 3, padding=1))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, style_map: torch.Tensor) -> torch.Tensor:
+        if self.coordinates:
+            b, _, h, w = style_map.shape
+            style_map = torch.cat([style_map, coordinate_features(b, h, w, style_map.dtype)], 1)
         return self.layers(style_map)
 
 
@@ -95,12 +141,18 @@ def check_sd1_unet(unet) -> None:
 class StyleBranch(nn.Module):
     """(S at ``style_map_size`` of the latent, t, style_scale) -> 12 down residuals + 1 mid residual (SD 1.x)."""
 
-    def __init__(self, unet, empty_context: torch.Tensor, stem_hidden: int = 32, stem_stride: int = 1):
+    def __init__(self, unet, empty_context: torch.Tensor, stem_hidden: int = 32, stem_stride: int = 1,
+                 layout: BranchLayout = "patent"):
         super().__init__()
         check_sd1_unet(unet)
+        if layout not in BRANCH_LAYOUTS:
+            raise ValueError(f"branch layout must be one of {', '.join(BRANCH_LAYOUTS)}, got {layout!r}")
+        self.layout = layout
         self.time_proj = copy.deepcopy(unet.time_proj)
         self.time_embedding = copy.deepcopy(unet.time_embedding)
-        self.stem = StyleStem(unet.config.block_out_channels[0], stem_hidden, stem_stride)
+        self.stem = StyleStem(unet.config.block_out_channels[0], stem_hidden, stem_stride, coordinates=layout == "anchored")
+        if layout == "anchored":
+            self.style_code = GlobalStyleCode(self.time_embedding.linear_2.out_features)
         self.down_blocks = copy.deepcopy(unet.down_blocks)
         self.mid_block = copy.deepcopy(unet.mid_block)
         self.down_projections = nn.ModuleList(zero_conv(c) for c in residual_channels(unet))
@@ -120,6 +172,8 @@ class StyleBranch(nn.Module):
         batch = style_map.shape[0]
         t_emb = self.time_proj(timestep.reshape(-1).expand(batch)).to(style_map.dtype)
         emb = self.time_embedding(t_emb)
+        if self.layout == "anchored":
+            emb = emb + self.style_code(style_map)
         context = self.empty_context.to(style_map.dtype).expand(batch, -1, -1)
 
         sample = self.stem(style_map)
