@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ def zero_conv(channels: int) -> nn.Conv2d:
 
 
 BranchLayout = Literal["patent", "anchored"]
-BRANCH_LAYOUTS: tuple[str, ...] = ("patent", "anchored")
+BRANCH_LAYOUTS: tuple[str, ...] = get_args(BranchLayout)
 COORDINATE_FREQUENCIES = (1, 2, 4, 8)  # cycles across the image, for the anchored stem
 GLOBAL_CODE_SIZE = 32  # S is resized to this before the global code's MLP
 
