@@ -1,7 +1,7 @@
-"""Train the anchored branch over the shipped base with the package's own stage, then export the bundle.
+"""Train the anchored branch over the shipped base with the package's own stage (export: export_ship.py).
 
 WORK holds sd/ (the shipped base rebuilt as torch modules) and vgg19.pth + vgg.loss.json (the VGG stage's output).
-usage: python ship_branch.py WORK OUT
+usage: python ship_branch.py WORK OUT   (OUT unused; kept for the command line in README.md)
 """
 import json, logging, sys, time
 from dataclasses import asdict, replace
