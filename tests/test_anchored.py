@@ -98,17 +98,25 @@ def test_anchored_textures_have_a_fixed_phase():
     assert not any(s.anchored for s in data.sample_batch(np.random.default_rng(3), 8)[3])
 
 
-def test_demo_branch_stage_trains_the_anchored_layout(tmp_path):
+def test_demo_stages_train_the_anchored_layout_on_anchored_textures(tmp_path, monkeypatch):
+    """base+style and the branch stage both build the anchored branch and draw centre-anchored textures."""
     from stylegen_trt.demo import train as demo_train
 
     torch.set_num_threads(1)
+    phases = []
+    real_batches = demo_train.batches
+    monkeypatch.setattr(demo_train, "batches", lambda *a, **k: phases.append(k.get("texture_phase")) or real_batches(*a, **k))
     cfg = demo_train.DemoConfig(vae_steps=2, vae_batch=4, vae_decoder_steps=2, base_steps=2, base_batch=4,
-                                branch_steps=2, branch_batch=4, branch_layout="anchored")
+                                base_style_steps=2, branch_steps=2, branch_batch=4, branch_layout="anchored")
     loaders.make_tiny_vgg(tmp_path / "vgg19.pth", 0)
     vae = demo_train.train_vae(tmp_path, cfg)
     demo_train.train_base(tmp_path, cfg, vae)
-    out = demo_train.train_style_branch(tmp_path, cfg)
+    phases.clear()
+    demo_train.train_base_with_style(tmp_path, cfg)
     base = loaders.load_base(tmp_path / "sd")
+    assert loaders.load_branch(base, tmp_path / "branch-init.safetensors").layout == "anchored"
+    out = demo_train.train_style_branch(tmp_path, cfg)
     branch = loaders.load_branch(base, out)
     assert branch.layout == "anchored"
+    assert phases == ["anchored", "anchored"]
     assert any(torch.count_nonzero(p) for p in branch.down_projections.parameters())  # it trained

@@ -468,7 +468,7 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
         return
     base = loaders.load_base(work / "sd")
     encoder = loaders.load_style_encoder(work / "vgg19.pth").requires_grad_(False)
-    branch = loaders.new_branch(base, seed=cfg.seed, stem_hidden=32)
+    branch = loaders.new_branch(base, seed=cfg.seed, stem_hidden=32, layout=cfg.branch_layout)
     base.unet.requires_grad_(True).train()
     branch.requires_grad_(True).train()
     unet = ResidualUNet(base.unet)
@@ -482,7 +482,7 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
     checkpoint = StageCheckpoint(work / "base-style.ckpt", cfg.checkpoint_every, unet=base.unet, branch=branch,
                                  opt=opt, ema=ema, generator=gen)
     done, losses = checkpoint.resume()
-    stream = batches(cfg.seed + 12, cfg.base_batch, start=done)
+    stream = batches(cfg.seed + 12, cfg.base_batch, start=done, texture_phase=_texture_phase(cfg))
     size = branch.style_map_size(data.IMAGE_SIZE // 2, data.IMAGE_SIZE // 2)
     start = time.perf_counter()
     for step in range(done + 1, cfg.base_style_steps + 1):
@@ -537,8 +537,12 @@ def train_style_branch(work: Path, cfg: DemoConfig) -> Path:
         losses.append(loss)
         _log_progress("branch", step, cfg.branch_steps, float(np.mean(losses[-50:])), start, step - len(losses))
 
-    phase = "anchored" if cfg.branch_layout == "anchored" else "random"
-    return train_branch(trainer, batches(cfg.seed + 6, cfg.branch_batch, texture_phase=phase), out, on_step)
+    return train_branch(trainer, batches(cfg.seed + 6, cfg.branch_batch, texture_phase=_texture_phase(cfg)), out, on_step)
+
+
+def _texture_phase(cfg: DemoConfig) -> data.TexturePhase:
+    # a branch sees S and t, never x_t: it can only add a pattern whose phase S fixes (README, "The demo model")
+    return "anchored" if cfg.branch_layout == "anchored" else "random"
 
 
 def export_demo(work: Path, out: Path, cfg: DemoConfig, seconds: dict) -> Path:
