@@ -82,8 +82,9 @@ class DemoConfig:
     # "anchored": the branch gets image-space coordinates at its stem and a global code of S in its time
     # embedding, and learns from textures whose phase is fixed to the image centre (data.anchored_style):
     # a branch that never sees x_t can only paint a pattern at a fixed phase (README "The demo model"). With an
-    # oracle code for S it painted (family match 51%); with the trained-VGG S over the shipped base it learned
-    # colour and no texture (measured), so the default stays "patent", the claim's wiring on random phases
+    # oracle code for S it painted (family match 51%); with the trained-VGG S over the frozen shipped base it learned
+    # colour and no texture; co-trained with that base (base_style_steps 2500) it painted (45%) but the content fell
+    # to 77% (measured, docs/experiments/cotrain/), so the default stays "patent", the claim's wiring on random phases
     branch_layout: BranchLayout = "patent"
     branch_steps: int = 1500
     branch_batch: int = 32
