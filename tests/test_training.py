@@ -190,14 +190,16 @@ def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
         demo_train._log_progress = real_log
 
 
-@pytest.mark.parametrize("stage", ["vgg", "vae decoder", "base", "base+style"])
-def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage):
-    """Each demo stage, killed mid-way and re-run, ends as one never stopped (weights and losses)."""
+@pytest.mark.parametrize("stage, hold", [("vgg", 0.0), ("vae decoder", 0.0), ("base", 0.0), ("base+style", 0.0),
+                                         ("base+style", 0.5)])
+def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage, hold):
+    """Each demo stage, killed mid-way and re-run, ends as one never stopped (weights and losses); with the
+    content hold, the resumed stage holds the base to the stage's starting base, not to the one it resumes."""
     from stylegen_trt.demo.train import DemoConfig
 
     torch.set_num_threads(1)
     cfg = DemoConfig(vgg_steps=4, vgg_batch=4, vae_steps=2, vae_batch=4, vae_decoder_steps=4, base_steps=4, base_batch=4,
-                     base_style_steps=4, checkpoint_every=2)
+                     base_style_steps=4, checkpoint_every=2, base_style_content_hold=hold)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     _demo_stages(whole, cfg)
     with pytest.raises(KeyboardInterrupt):
@@ -215,6 +217,28 @@ def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage):
     for log_name in ("vgg.loss.json", "vae-decoder.loss.json", "base.loss.json", "base-style.loss.json"):
         assert json.loads((whole / log_name).read_text()) == json.loads((cut / log_name).read_text())
     assert not list(cut.glob("*.ckpt"))  # finished stages leave no checkpoint behind
+    assert not (cut / "base-style.teacher").exists()
+
+
+def test_demo_content_hold_targets_the_starting_base(tmp_path):
+    """Held wholly, the co-training target is the starting base's own prediction with the residuals off: the
+    first step's loss is 0 (the data's v gives a loss well above it), and the teacher copy is gone after."""
+    from stylegen_trt.demo import train as demo_train
+    from stylegen_trt.models import loaders
+
+    torch.set_num_threads(1)
+    first_losses = {}
+    for hold in (0.0, 1.0):
+        work = tmp_path / str(hold)
+        work.mkdir()
+        cfg = demo_train.DemoConfig(vae_steps=2, vae_batch=4, vae_decoder_steps=0, base_steps=2, base_batch=4,
+                                    base_style_steps=2, base_style_content_hold=hold)
+        loaders.make_tiny_vgg(work / "vgg19.pth", 0)
+        demo_train.train_base(work, cfg, demo_train.train_vae(work, cfg))
+        demo_train.train_base_with_style(work, cfg)
+        first_losses[hold] = json.loads((work / "base-style.loss.json").read_text())[0]
+        assert not (work / "base-style.teacher").exists()
+    assert first_losses[1.0] < 1e-10 < 1e-2 < first_losses[0.0]
 
 
 def test_demo_batches_are_indexed_by_step():
