@@ -578,6 +578,9 @@ def evaluate_command(
     seed: int = typer.Option(0, "--seed"),
     seeds: int = typer.Option(1, "--seeds", help="Generate every pair with seeds SEED..SEED+N-1 and pool them."),
     style_scale: Optional[float] = typer.Option(None, "--style-scale", help="[default: the bundle's]"),
+    style_window: tuple[float, float] = typer.Option((0.0, 1.0), "--style-window", metavar="START END",
+                                                     help="As generate's: the branch runs on steps i with START <= "
+                                                     "i/steps < END"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report (every pair) here."),
     backend: str = typer.Option("ort", "--backend", help="The runtime's backend: ort | trt | openvino (e.g. to check "
                                 "that a lower precision keeps StySim and content accuracy)"),
@@ -595,10 +598,11 @@ def evaluate_command(
     from stylegen_trt.metrics.evaluate import EvalSettings, add_fidelity, evaluate, write_report
     from stylegen_trt.runtime.bundle import open_bundle
     from stylegen_trt.runtime.images import save_png
-    from stylegen_trt.runtime.pipeline import StylePipeline
+    from stylegen_trt.runtime.pipeline import StylePipeline, check_style_window
     from stylegen_trt.runtime.requests import BundleDefaults
 
     options = engine_options(backend, precision, threads=threads)
+    check_style_window(style_window)
     if json_out is not None:
         check_output_location(json_out)
     b = open_bundle(_bundle_or_demo(bundle))
@@ -635,7 +639,7 @@ def evaluate_command(
                                 steps=defaults.steps if steps is None else steps,
                                 guidance=defaults.guidance if guidance is None else guidance,
                                 style_scale=defaults.style_scale if style_scale is None else style_scale,
-                                seed=seed, seeds=seeds, images_per_pair=images_per_pair,
+                                style_window=tuple(style_window), seed=seed, seeds=seeds, images_per_pair=images_per_pair,
                                 prompts_per_call=prompts_per_call)
         stysim = _stysim_for(b, vgg)
         from stylegen_trt.metrics.texture import style_measures

@@ -119,3 +119,23 @@ def test_eval_with_a_file_that_is_not_torchscript_fails_in_one_line(styled_bundl
                  "--style", str(style_images[1]), "--prompt", "a red cat", "--prompt", "a dog", "--steps", "1",
                  "--inception", str(bogus), check=False)
     assert result.returncode == 2 and result.stderr.startswith("error: --inception") and "Traceback" not in result.stderr
+
+
+def test_eval_style_window_is_the_one_generate_uses(styled_bundle, style_images, tiny, tmp_path):
+    """eval --style-window runs the branch on the same steps as generate's: guided images change, the off ones
+    do not, the report names the window, and a bad window is one line with nothing written."""
+    reports = {}
+    for name, window in (("whole", ()), ("late", ("--style-window", "0.5", "1.0"))):
+        out = tmp_path / f"{name}.json"
+        result = cli("eval", "--bundle", str(styled_bundle), "--vgg", str(tiny.vgg_path), "--style", str(style_images[0]),
+                     "--prompt", "a red cat", "--steps", "4", "--json", str(out), *window)
+        reports[name] = json.loads(out.read_text())
+    assert "style window 0.5-1" in result.stdout
+    assert reports["late"]["settings"]["style_window"] == [0.5, 1.0]
+    whole, late = reports["whole"]["summary"], reports["late"]["summary"]
+    assert whole["stysim_off"] == late["stysim_off"] and whole["stysim_guided"] != late["stysim_guided"]
+    bad = cli("eval", "--bundle", str(styled_bundle), "--vgg", str(tiny.vgg_path), "--style", str(style_images[0]),
+              "--prompt", "a red cat", "--steps", "4", "--style-window", "0.8", "0.2", "--json",
+              str(tmp_path / "bad.json"), check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--style-window" in bad.stderr
+    assert not (tmp_path / "bad.json").exists()

@@ -39,6 +39,7 @@ class EvalSettings:
     steps: int = 50
     guidance: float = 7.5
     style_scale: float = 1.0
+    style_window: tuple[float, float] = (0.0, 1.0)  # fractions of the schedule where the branch runs (generate's)
     seed: int = 0
     seeds: int = 1  # every pair generated with seeds seed .. seed + seeds - 1; the summary pools them
     images_per_pair: int = 1
@@ -105,7 +106,9 @@ class EvalReport:
             lines.append(f"{'ratio per seed':24}" + "  ".join(f"{k}: {v:.3f}" for k, v in s["stysim_ratio_per_seed"].items()))
         lines.append(f"pairs: {s['pairs'] // self.settings.seeds} x {self.settings.images_per_pair} image(s) x "
                      f"{self.settings.seeds} seed(s), {self.settings.scheduler} {self.settings.steps} steps, "
-                     f"style scale {self.settings.style_scale:g}")
+                     f"style scale {self.settings.style_scale:g}"
+                     + ("" if tuple(self.settings.style_window) == (0.0, 1.0)
+                        else f", style window {self.settings.style_window[0]:g}-{self.settings.style_window[1]:g}"))
         return "\n".join(lines)
 
 
@@ -137,7 +140,8 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
                 common = dict(scheduler=settings.scheduler, steps=settings.steps, guidance=settings.guidance,
                               seed=seed + start, n=n, style_scale=settings.style_scale)
                 manifest = pipe.bundle.manifest
-                guided = pipe.generate(build_request(manifest, tuple(chunk), styles=(style,), **common)).images
+                guided = pipe.generate(build_request(manifest, tuple(chunk), styles=(style,),
+                                                     style_window=tuple(settings.style_window), **common)).images
                 if (seed, start) not in plain:
                     plain[seed, start] = pipe.generate(build_request(manifest, tuple(chunk), **common)).images
                 off = plain[seed, start]

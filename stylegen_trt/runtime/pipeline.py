@@ -586,9 +586,7 @@ def check_request(request: GenerationRequest, manifest: dict) -> None:
             raise UserError("--style-weight values must be finite numbers")
     if not np.isfinite(style.scale):
         raise UserError(f"--style-scale must be a finite number, got {style.scale}")
-    start, end = style.window
-    if not 0.0 <= start < end <= 1.0:
-        raise UserError(f"--style-window needs 0 <= START < END <= 1, got {start} {end}")
+    check_style_window(style.window)
     if request.latents is not None:
         f = manifest["latent"]["vae_scale_factor"]
         expected = (len(request.prompts), manifest["latent"]["channels"], height // f, width // f)
@@ -597,3 +595,9 @@ def check_request(request: GenerationRequest, manifest: dict) -> None:
                             f"for {expected[0]} image(s) at {width}x{height}")
         if not np.issubdtype(request.latents.dtype, np.floating) or not np.isfinite(request.latents).all():
             raise UserError("--latents must hold finite floating-point values")
+
+
+def check_style_window(window: tuple[float, float]) -> None:
+    start, end = window
+    if not 0.0 <= start < end <= 1.0:
+        raise UserError(f"--style-window needs 0 <= START < END <= 1, got {start:g} {end:g}")
