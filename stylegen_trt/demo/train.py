@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -41,6 +41,8 @@ from stylegen_trt.models import loaders
 from stylegen_trt.models.style_branch import BRANCH_LAYOUTS, BranchLayout
 
 log = logging.getLogger("stylegen_trt.demo.train")
+
+StyleSource = Literal["image", "texture"]
 
 MAX_TOKENS = 16  # demo prompts are at most 8 words
 
@@ -84,6 +86,9 @@ class DemoConfig:
     # that base's own prediction (a frozen copy, saved as base-style.teacher/) instead of the data's v, so the
     # pair learns to paint while the base keeps what it drew (co-trained without it, content fell 87.5% -> 75%)
     base_style_content_hold: float = 0.0
+    # where the co-training stage's S comes from: "image", the patent's self-style (the training image itself,
+    # shape included); "texture", the same texture rendered without the shape, as the swatches users give
+    base_style_source: StyleSource = "image"
     # "anchored": the branch gets image-space coordinates at its stem and a global code of S in its time
     # embedding, and learns from textures whose phase is fixed to the image centre (data.anchored_style):
     # a branch that never sees x_t can only paint a pattern at a fixed phase (README "The demo model"). With an
@@ -496,7 +501,8 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
         images, prompts = next(stream)
         with torch.no_grad():
             x0 = encode_latents(base, images, gen)
-            style = style_maps(encoder, images, data.IMAGE_SIZE, size)
+            style = style_maps(encoder, _style_images(images, stream.last_styles, cfg.base_style_source),
+                               data.IMAGE_SIZE, size)
             drop = (torch.rand(len(prompts), generator=gen) < 0.1).tolist()
             context = base.encode_prompts(["" if d else p for p, d in zip(prompts, drop)])
             noise = torch.randn(x0.shape, generator=gen)
@@ -527,6 +533,14 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
     (work / "base-style.loss.json").write_text(json.dumps(losses))
     checkpoint.done()
     shutil.rmtree(work / "base-style.teacher", ignore_errors=True)
+
+
+def _style_images(images: torch.Tensor, styles: list[data.Style], source: StyleSource) -> torch.Tensor:
+    """The images S is taken from: the training images, or their textures alone (same pixels, no shape)."""
+    if source == "image":
+        return images
+    swatches = np.stack([data.render(None, style) for style in styles])
+    return torch.from_numpy(swatches).permute(0, 3, 1, 2).float() / 255.0
 
 
 def _content_teacher(work: Path, unet: torch.nn.Module) -> torch.nn.Module:
