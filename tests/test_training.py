@@ -190,16 +190,18 @@ def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
         demo_train._log_progress = real_log
 
 
-@pytest.mark.parametrize("stage, hold", [("vgg", 0.0), ("vae decoder", 0.0), ("base", 0.0), ("base+style", 0.0),
-                                         ("base+style", 0.5)])
-def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage, hold):
+@pytest.mark.parametrize("stage, hold, source", [("vgg", 0.0, "image"), ("vae decoder", 0.0, "image"),
+                                                 ("base", 0.0, "image"), ("base+style", 0.0, "image"),
+                                                 ("base+style", 0.5, "texture")])
+def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage, hold, source):
     """Each demo stage, killed mid-way and re-run, ends as one never stopped (weights and losses); with the
     content hold, the resumed stage holds the base to the stage's starting base, not to the one it resumes."""
     from stylegen_trt.demo.train import DemoConfig
 
     torch.set_num_threads(1)
     cfg = DemoConfig(vgg_steps=4, vgg_batch=4, vae_steps=2, vae_batch=4, vae_decoder_steps=4, base_steps=4, base_batch=4,
-                     base_style_steps=4, checkpoint_every=2, base_style_content_hold=hold)
+                     base_style_steps=4, checkpoint_every=2, base_style_content_hold=hold,
+                     base_style_source=source)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     _demo_stages(whole, cfg)
     with pytest.raises(KeyboardInterrupt):
@@ -313,3 +315,20 @@ def test_demo_train_rejects_negative_steps_before_writing(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--vgg-steps must be >= 0" in capsys.readouterr().err.splitlines()[-1]
     assert not (tmp_path / "work").exists()
+
+
+def test_demo_texture_style_source_is_the_image_without_its_shape():
+    """base_style_source "texture": S's input is the training image's own texture, the shape left out."""
+    from stylegen_trt.demo import data
+    from stylegen_trt.demo import train as demo_train
+
+    stream = demo_train.batches(4, 6, texture_phase="anchored")
+    images, _ = next(stream)
+    assert demo_train._style_images(images, stream.last_styles, "image") is images
+    textures = demo_train._style_images(images, stream.last_styles, "texture")
+    assert textures.shape == images.shape
+    for image, texture, style, index in zip(images, textures, stream.last_styles, range(6)):
+        content = data.sample_batch(np.random.default_rng([4, 0]), 6, texture_phase="anchored")[2][index]
+        shape = torch.from_numpy(data.shape_mask(content, data.IMAGE_SIZE, grow=1.5) > 0)
+        assert torch.equal(image[:, ~shape], texture[:, ~shape])  # the same texture, pixel for pixel
+        assert torch.equal(texture, torch.from_numpy(data.render(None, style)).permute(2, 0, 1).float() / 255.0)
