@@ -678,6 +678,8 @@ def grid(
     steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps [default: the bundle's]"),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale "
                                              "[default: the bundle's]"),
+    style_scale: Optional[float] = typer.Option(None, "--style-scale", help="Multiplies the style branch's residuals "
+                                                "[default: the bundle's]"),
     seed: int = typer.Option(0, "--seed", help="Seed of the first column; column i uses SEED + i"),
     cell: int = typer.Option(96, "--cell", help="Pixel size of each cell (images are upscaled, nearest)."),
 ):
@@ -705,7 +707,7 @@ def grid(
                 styles.append(Path(tmp) / f"{name}.png")
         with StylePipeline(b) as pipe:
             image = style_grid(pipe, prompts, styles, cell=cell, seed=seed, scheduler=scheduler, steps=steps,
-                               guidance=guidance)
+                               guidance=guidance, style_scale=style_scale)
     save_png(image, out)
     typer.echo(f"wrote {out}: {1 + len(styles)} rows (no style + {len(styles)} styles) x {len(prompts)} prompts")
 

@@ -149,3 +149,14 @@ def test_style_grid_rows_are_batched_and_equal_solo_renderings(pipe, style_image
             expected = np.asarray(Image.fromarray(alone).resize((16, 16), Image.NEAREST))
             cell = grid[row * 16:(row + 1) * 16, (col + 1) * 16:(col + 2) * 16]
             assert max_diff(cell, expected) <= 1, (row, col)
+
+
+def test_style_grid_style_scale_reaches_every_row(pipe, style_images):
+    """At style scale 0 every style row is the no-style row (the heads aside)."""
+    from stylegen_trt.runtime.requests import style_grid
+
+    grid = style_grid(pipe, ["a red circle"], style_images, cell=16, seed=5, steps=2, style_scale=0.0)
+    plain = style_grid(pipe, ["a red circle"], style_images, cell=16, seed=5, steps=2)
+    for row in (1, 2):
+        assert max_diff(grid[row * 16:(row + 1) * 16, 16:], grid[:16, 16:]) <= 1
+        assert max_diff(plain[row * 16:(row + 1) * 16, 16:], plain[:16, 16:]) > 1  # the style shows at its default

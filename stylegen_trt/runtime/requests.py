@@ -67,7 +67,8 @@ def load_latents(path: Path, manifest: dict) -> np.ndarray:
 
 
 def style_grid(pipe: StylePipeline, prompts: Sequence[str], styles: Sequence[Path], *, cell: int = 96, seed: int = 0,
-               scheduler: str | None = None, steps: int | None = None, guidance: float | None = None) -> np.ndarray:
+               scheduler: str | None = None, steps: int | None = None, guidance: float | None = None,
+               style_scale: float | None = None) -> np.ndarray:
     """(rows x cell, (1 + prompts) x cell, 3) uint8: columns = prompts (prompt i with seed + i), first row
     without style, then one row per style image, each row headed by its style image (blank for none).
     Each row is one `generate_many` call, batched as a server batches requests."""
@@ -83,7 +84,8 @@ def style_grid(pipe: StylePipeline, prompts: Sequence[str], styles: Sequence[Pat
         head = np.full((cell, cell, 3), 255, np.uint8) if style is None else \
             fit((read_image_file(style)[0] * 255).round().astype(np.uint8))
         requests = [build_request(pipe.bundle.manifest, p, styles=(style,) if style else (), scheduler=scheduler,
-                                  steps=steps, guidance=guidance, seed=seed + i) for i, p in enumerate(prompts)]
+                                  steps=steps, guidance=guidance, style_scale=style_scale, seed=seed + i)
+                    for i, p in enumerate(prompts)]
         results = pipe.generate_many(requests)
         failed = next((r for r in results if isinstance(r, Exception)), None)
         if failed is not None:
