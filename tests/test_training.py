@@ -293,6 +293,18 @@ def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, v
     assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("args, option", [(["--content-hold", "1.5"], "--content-hold"),
+                                          (["--style-source", "swatch"], "--style-source")])
+def test_demo_train_rejects_bad_co_training_options_before_writing(tmp_path, capsys, args, option):
+    from stylegen_trt.demo.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--work", str(tmp_path / "work"), *args])
+    assert exit_info.value.code == 2
+    assert option in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "work").exists()
+
+
 def test_demo_train_refuses_another_width_over_a_trained_base(tmp_path, capsys):
     from stylegen_trt.demo.train import DemoConfig, main, new_base_unet
 
