@@ -84,7 +84,8 @@ class DemoConfig:
     style_dropout: float = 0.15  # co-training samples whose residuals are off, so the base alone still draws
     # fraction of each co-training batch held to the base as it was when the stage began: residuals off, target
     # that base's own prediction (a frozen copy, saved as base-style.teacher/) instead of the data's v, so the
-    # pair learns to paint while the base keeps what it drew (co-trained without it, content fell 87.5% -> 75%)
+    # pair learns to paint while the base keeps what it drew (held at 0.5, the base's predictions stayed 4x closer
+    # to the starting base's than co-trained freely: docs/experiments/cotrain-hold/)
     base_style_content_hold: float = 0.0
     # where the co-training stage's S comes from: "image", the patent's self-style (the training image itself,
     # shape included); "texture", the same texture rendered without the shape, as the swatches users give
