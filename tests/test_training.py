@@ -190,10 +190,10 @@ def _demo_stages(work: Path, cfg, interrupt_at: tuple[str, int] | None = None):
         demo_train._log_progress = real_log
 
 
-@pytest.mark.parametrize("stage, hold, source", [("vgg", 0.0, "image"), ("vae decoder", 0.0, "image"),
-                                                 ("base", 0.0, "image"), ("base+style", 0.0, "image"),
-                                                 ("base+style", 0.5, "texture")])
-def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage, hold, source):
+@pytest.mark.parametrize("stage, hold, source, shape_weight", [
+    ("vgg", 0.0, "image", 1.0), ("vae decoder", 0.0, "image", 1.0), ("base", 0.0, "image", 1.0),
+    ("base+style", 0.0, "image", 1.0), ("base+style", 0.5, "texture", 4.0)])
+def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage, hold, source, shape_weight):
     """Each demo stage, killed mid-way and re-run, ends as one never stopped (weights and losses); with the
     content hold, the resumed stage holds the base to the stage's starting base, not to the one it resumes."""
     from stylegen_trt.demo.train import DemoConfig
@@ -201,7 +201,7 @@ def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage, hold, source):
     torch.set_num_threads(1)
     cfg = DemoConfig(vgg_steps=4, vgg_batch=4, vae_steps=2, vae_batch=4, vae_decoder_steps=4, base_steps=4, base_batch=4,
                      base_style_steps=4, checkpoint_every=2, base_style_content_hold=hold,
-                     base_style_source=source)
+                     base_style_source=source, base_style_shape_weight=shape_weight)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     _demo_stages(whole, cfg)
     with pytest.raises(KeyboardInterrupt):
@@ -241,6 +241,32 @@ def test_demo_content_hold_targets_the_starting_base(tmp_path):
         first_losses[hold] = json.loads((work / "base-style.loss.json").read_text())[0]
         assert not (work / "base-style.teacher").exists()
     assert first_losses[1.0] < 1e-10 < 1e-2 < first_losses[0.0]
+
+
+def test_demo_shape_weights_cover_the_shape_and_its_outline():
+    """The weight map is ``weight`` where data.render draws the shape or its outline (at latent resolution),
+    1 elsewhere; the weighted loss is the plain v-MSE when the weights are even, and counts the shape more."""
+    from stylegen_trt.demo import data
+    from stylegen_trt.demo.train import _shape_weights, _weighted_mse
+
+    contents = [data.Content(0, 0, 0), data.Content(1, 2, 1)]  # small circle left, large square right
+    assert _shape_weights(contents, 16, 1.0) is None
+    weights = _shape_weights(contents, 16, 5.0)
+    assert weights.shape == (2, 1, 16, 16) and set(weights.unique().tolist()) == {1.0, 5.0}
+    footprint = weights[:, 0] == 5.0
+    for mask, content in zip(footprint, contents):
+        shape = torch.from_numpy(data.shape_mask(content, 16)) > 0
+        assert mask[shape].all()  # the shape itself, and a ring round it
+        assert mask.sum() > shape.sum()
+    assert footprint[0, :, :8].sum() == footprint[0].sum() and footprint[1, :, 8:].sum() == footprint[1].sum()
+
+    prediction, target = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0)), torch.zeros(2, 4, 16, 16)
+    assert torch.allclose(_weighted_mse(prediction, target, torch.full((2, 1, 16, 16), 3.0)),
+                          torch.nn.functional.mse_loss(prediction, target))
+    off_shape = prediction * (~footprint)[:, None]  # wrong only outside the shapes
+    on_shape = prediction * footprint[:, None]
+    assert _weighted_mse(on_shape, target, weights) > on_shape.square().mean()
+    assert _weighted_mse(off_shape, target, weights) < off_shape.square().mean()
 
 
 def test_demo_batches_are_indexed_by_step():
@@ -294,7 +320,9 @@ def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, v
 
 
 @pytest.mark.parametrize("args, option", [(["--content-hold", "1.5"], "--content-hold"),
-                                          (["--style-source", "swatch"], "--style-source")])
+                                          (["--style-source", "swatch"], "--style-source"),
+                                          (["--shape-weight", "0.5"], "--shape-weight"),
+                                          (["--shape-weight", "nan"], "--shape-weight")])
 def test_demo_train_rejects_bad_co_training_options_before_writing(tmp_path, capsys, args, option):
     from stylegen_trt.demo.train import main
 

@@ -45,6 +45,7 @@ MIN_CONTRAST = 120.0    # RGB distance between pattern and ground, so every text
 # Texture periods in 32-px units. 6-9 px, not the 4-7 px of the first demo: lines of 1.4-2.5 px at a VAE
 # factor of 2 are 0.7-1.2 latent px, below what the tiny UNet drew as anything but one speckle (README).
 PERIOD_RANGE = (6.0, 9.0)
+OUTLINE_WIDTH = 1.5  # px of ground colour drawn round each shape, so it stands out of the texture
 GRAIN_CELL = 3.0  # px per grain cell (was 2: the same speckle scale the base collapsed to)
 WORDS = ("a", "small", "large", "on", "the", "in", "left", "center", "right", "with", *SHAPES, *TEXTURES)
 
@@ -206,7 +207,7 @@ def render(content: Content | None, style: Style, size: int = IMAGE_SIZE, seed: 
     p = pattern(style, size, rng)
     if content is not None:
         inside = shape_mask(content, size)
-        outline = np.clip(shape_mask(content, size, grow=1.5) - inside, 0, 1)
+        outline = np.clip(shape_mask(content, size, grow=OUTLINE_WIDTH) - inside, 0, 1)
         p = np.maximum(p * (1 - outline), inside)
     fg, bg = np.array(style.fg, np.float32), np.array(style.bg, np.float32)
     image = p[..., None] * fg + (1 - p[..., None]) * bg

@@ -90,6 +90,10 @@ class DemoConfig:
     # where the co-training stage's S comes from: "image", the patent's self-style (the training image itself,
     # shape included); "texture", the same texture rendered without the shape, as the swatches users give
     base_style_source: StyleSource = "image"
+    # weight of the co-training v-MSE on each image's shape and its outline (the latent pixels data.render draws
+    # them on), against 1 elsewhere: the residuals paint the texture wherever the prompt puts the shape, so the
+    # base has to learn to draw the shape over them; 1 is the plain v-MSE
+    base_style_shape_weight: float = 1.0
     # "anchored": the branch gets image-space coordinates at its stem and a global code of S in its time
     # embedding, and learns from textures whose phase is fixed to the image centre (data.anchored_style):
     # a branch that never sees x_t can only paint a pattern at a fixed phase (README "The demo model"). With an
@@ -122,6 +126,7 @@ class DemoBatches:
         self.seed, self.batch, self.index, self.name_texture = seed, batch, start, name_texture
         self.texture_phase = texture_phase
         self.last_styles: list[data.Style] = []  # the styles of the batch last given
+        self.last_contents: list[data.Content] = []
 
     def __iter__(self) -> "DemoBatches":
         return self
@@ -130,7 +135,7 @@ class DemoBatches:
         rng = np.random.default_rng([self.seed, self.index])
         self.index += 1
         images, prompts, contents, styles = data.sample_batch(rng, self.batch, texture_phase=self.texture_phase)
-        self.last_styles = styles
+        self.last_styles, self.last_contents = styles, contents
         named = rng.random(self.batch) < self.name_texture
         prompts = [c.prompt_with_texture(s.texture) if n else p for p, c, s, n in zip(prompts, contents, styles, named)]
         return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, prompts
@@ -519,7 +524,8 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
                 target[:held] = teacher(noisy[:held], t[:held].float(), context[:held], return_dict=False)[0]
         residuals = branch(style, t.float(), style_on)
         prediction = unet(noisy, t.float(), context, *residuals)
-        loss = F.mse_loss(prediction, target)
+        loss = _weighted_mse(prediction, target, _shape_weights(stream.last_contents, x0.shape[-1],
+                                                                 cfg.base_style_shape_weight))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -536,6 +542,22 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
     (work / "base-style.loss.json").write_text(json.dumps(losses))
     checkpoint.done()
     shutil.rmtree(work / "base-style.teacher", ignore_errors=True)
+
+
+def _shape_weights(contents: list[data.Content], size: int, weight: float) -> torch.Tensor | None:
+    """(B, 1, size, size): ``weight`` on each image's shape and outline at latent resolution, 1 elsewhere;
+    None for weight 1 (the plain v-MSE)."""
+    if weight == 1.0:
+        return None
+    masks = np.stack([data.shape_mask(c, size, grow=data.OUTLINE_WIDTH) for c in contents])
+    return torch.from_numpy(1.0 + (weight - 1.0) * masks)[:, None]
+
+
+def _weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean squared error with each latent pixel counted ``weights`` times (over all channels)."""
+    if weights is None:
+        return F.mse_loss(prediction, target)
+    return (weights * (prediction - target).square()).mean() / weights.mean()
 
 
 def _style_images(images: torch.Tensor, styles: list[data.Style], source: StyleSource) -> torch.Tensor:
@@ -647,6 +669,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Fraction (0-1) of each co-training batch held to the base as the stage found it")
     parser.add_argument("--style-source", choices=("image", "texture"), default=DemoConfig.base_style_source,
                         help="Co-training S from the training image (self-style) or its texture alone")
+    parser.add_argument("--shape-weight", type=float, default=DemoConfig.base_style_shape_weight,
+                        help="Weight (>= 1) of the co-training loss on each image's shape and outline (1: plain v-MSE)")
     parser.add_argument("--branch-steps", type=int, default=DemoConfig.branch_steps)
     parser.add_argument("--branch-layout", choices=BRANCH_LAYOUTS, default=DemoConfig.branch_layout,
                         help="anchored: coordinates + a global code of S, trained on centre-anchored textures")
@@ -659,6 +683,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
     if not 0.0 <= args.content_hold <= 1.0:
         parser.error(f"--content-hold must be between 0 and 1, got {args.content_hold:g}")
+    if not 1.0 <= args.shape_weight < float("inf"):
+        parser.error(f"--shape-weight must be a number >= 1, got {args.shape_weight:g}")
     try:
         base_channels = tuple(int(c) for c in args.base_channels.split(","))
     except ValueError:
@@ -673,6 +699,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = DemoConfig(seed=args.seed, vgg_steps=args.vgg_steps, vae_steps=args.vae_steps, vae_decoder_steps=args.vae_decoder_steps,
                      base_steps=args.base_steps, base_style_steps=args.base_style_steps,
                      base_style_content_hold=args.content_hold, base_style_source=args.style_source,
+                     base_style_shape_weight=args.shape_weight,
                      branch_steps=args.branch_steps, branch_layout=args.branch_layout, base_channels=base_channels,
                      threads=args.threads)
     torch.set_num_threads(cfg.threads)
