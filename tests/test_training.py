@@ -259,6 +259,8 @@ def test_demo_shape_weights_cover_the_shape_and_its_outline():
         assert mask[shape].all()  # the shape itself, and a ring round it
         assert mask.sum() > shape.sum()
     assert footprint[0, :, :8].sum() == footprint[0].sum() and footprint[1, :, 8:].sum() == footprint[1].sum()
+    wider = _shape_weights(contents, 16, 5.0, margin=2.0)[:, 0] == 5.0
+    assert wider[footprint].all() and wider.sum() > footprint.sum()
 
     prediction, target = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0)), torch.zeros(2, 4, 16, 16)
     assert torch.allclose(_weighted_mse(prediction, target, torch.full((2, 1, 16, 16), 3.0)),
@@ -322,7 +324,8 @@ def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, v
 @pytest.mark.parametrize("args, option", [(["--content-hold", "1.5"], "--content-hold"),
                                           (["--style-source", "swatch"], "--style-source"),
                                           (["--shape-weight", "0.5"], "--shape-weight"),
-                                          (["--shape-weight", "nan"], "--shape-weight")])
+                                          (["--shape-weight", "nan"], "--shape-weight"),
+                                          (["--shape-margin", "-1"], "--shape-margin")])
 def test_demo_train_rejects_bad_co_training_options_before_writing(tmp_path, capsys, args, option):
     from stylegen_trt.demo.train import main
 

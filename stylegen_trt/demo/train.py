@@ -94,6 +94,9 @@ class DemoConfig:
     # them on), against 1 elsewhere: the residuals paint the texture wherever the prompt puts the shape, so the
     # base has to learn to draw the shape over them; 1 is the plain v-MSE
     base_style_shape_weight: float = 1.0
+    # px of texture beyond the outline weighted with the shape: where the texture must stop short of the shape
+    # (the guided images' small circles read as crosses where stripes or dots ran into them)
+    base_style_shape_margin: float = 0.0
     # "anchored": the branch gets image-space coordinates at its stem and a global code of S in its time
     # embedding, and learns from textures whose phase is fixed to the image centre (data.anchored_style):
     # a branch that never sees x_t can only paint a pattern at a fixed phase (README "The demo model"). With an
@@ -524,8 +527,9 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
                 target[:held] = teacher(noisy[:held], t[:held].float(), context[:held], return_dict=False)[0]
         residuals = branch(style, t.float(), style_on)
         prediction = unet(noisy, t.float(), context, *residuals)
-        loss = _weighted_mse(prediction, target, _shape_weights(stream.last_contents, x0.shape[-1],
-                                                                 cfg.base_style_shape_weight))
+        weights = _shape_weights(stream.last_contents, x0.shape[-1], cfg.base_style_shape_weight,
+                                 cfg.base_style_shape_margin)
+        loss = _weighted_mse(prediction, target, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -544,12 +548,12 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
     shutil.rmtree(work / "base-style.teacher", ignore_errors=True)
 
 
-def _shape_weights(contents: list[data.Content], size: int, weight: float) -> torch.Tensor | None:
-    """(B, 1, size, size): ``weight`` on each image's shape and outline at latent resolution, 1 elsewhere;
-    None for weight 1 (the plain v-MSE)."""
+def _shape_weights(contents: list[data.Content], size: int, weight: float, margin: float = 0.0) -> torch.Tensor | None:
+    """(B, 1, size, size): ``weight`` on each image's shape, its outline and ``margin`` px beyond, at latent
+    resolution, 1 elsewhere; None for weight 1 (the plain v-MSE)."""
     if weight == 1.0:
         return None
-    masks = np.stack([data.shape_mask(c, size, grow=data.OUTLINE_WIDTH) for c in contents])
+    masks = np.stack([data.shape_mask(c, size, grow=data.OUTLINE_WIDTH + margin) for c in contents])
     return torch.from_numpy(1.0 + (weight - 1.0) * masks)[:, None]
 
 
@@ -671,6 +675,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Co-training S from the training image (self-style) or its texture alone")
     parser.add_argument("--shape-weight", type=float, default=DemoConfig.base_style_shape_weight,
                         help="Weight (>= 1) of the co-training loss on each image's shape and outline (1: plain v-MSE)")
+    parser.add_argument("--shape-margin", type=float, default=DemoConfig.base_style_shape_margin,
+                        help="Px (>= 0) of texture beyond the outline that --shape-weight also counts")
     parser.add_argument("--branch-steps", type=int, default=DemoConfig.branch_steps)
     parser.add_argument("--branch-layout", choices=BRANCH_LAYOUTS, default=DemoConfig.branch_layout,
                         help="anchored: coordinates + a global code of S, trained on centre-anchored textures")
@@ -685,6 +691,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--content-hold must be between 0 and 1, got {args.content_hold:g}")
     if not 1.0 <= args.shape_weight < float("inf"):
         parser.error(f"--shape-weight must be a number >= 1, got {args.shape_weight:g}")
+    if not 0.0 <= args.shape_margin <= data.IMAGE_SIZE:
+        parser.error(f"--shape-margin must be between 0 and {data.IMAGE_SIZE} px, got {args.shape_margin:g}")
     try:
         base_channels = tuple(int(c) for c in args.base_channels.split(","))
     except ValueError:
@@ -699,7 +707,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = DemoConfig(seed=args.seed, vgg_steps=args.vgg_steps, vae_steps=args.vae_steps, vae_decoder_steps=args.vae_decoder_steps,
                      base_steps=args.base_steps, base_style_steps=args.base_style_steps,
                      base_style_content_hold=args.content_hold, base_style_source=args.style_source,
-                     base_style_shape_weight=args.shape_weight,
+                     base_style_shape_weight=args.shape_weight, base_style_shape_margin=args.shape_margin,
                      branch_steps=args.branch_steps, branch_layout=args.branch_layout, base_channels=base_channels,
                      threads=args.threads)
     torch.set_num_threads(cfg.threads)

@@ -1,8 +1,8 @@
 """Continue the co-trained pair (docs/experiments/cotrain, 2500 steps) with the base's content held: the package's
 base+style stage with DemoConfig.base_style_content_hold, the teacher being the shipped base (placed as
 WORK/base-style.teacher before the run), from the co-trained base (WORK/sd) and branch (WORK/branch-start.safetensors).
-usage: python hold.py WORK STEPS HOLD SEED [SOURCE [SHAPE_WEIGHT]]
-(SOURCE: DemoConfig.base_style_source, "image" by default; SHAPE_WEIGHT: DemoConfig.base_style_shape_weight, 1)"""
+usage: python hold.py WORK STEPS HOLD SEED [SOURCE [SHAPE_WEIGHT [SHAPE_MARGIN]]]
+(SOURCE: DemoConfig.base_style_source, "image" by default; SHAPE_WEIGHT, SHAPE_MARGIN: DemoConfig.base_style_shape_*)"""
 import json, logging, sys, time
 from pathlib import Path
 import torch
@@ -25,7 +25,8 @@ def start_branch(base, **kw):  # the stage asks for a fresh branch: give it the 
 loaders.new_branch = start_branch
 cfg = demo_train.DemoConfig(seed=seed, base_style_steps=steps, branch_layout="anchored", base_style_content_hold=hold,
                             base_style_source=sys.argv[5] if len(sys.argv) > 5 else "image",
-                            base_style_shape_weight=float(sys.argv[6]) if len(sys.argv) > 6 else 1.0)
+                            base_style_shape_weight=float(sys.argv[6]) if len(sys.argv) > 6 else 1.0,
+                            base_style_shape_margin=float(sys.argv[7]) if len(sys.argv) > 7 else 0.0)
 torch.set_num_threads(cfg.threads)
 t0 = time.perf_counter()
 demo_train.train_base_with_style(work, cfg)
