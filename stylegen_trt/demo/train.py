@@ -92,7 +92,8 @@ class DemoConfig:
     base_style_source: StyleSource = "image"
     # weight of the co-training v-MSE on each image's shape and its outline (the latent pixels data.render draws
     # them on), against 1 elsewhere: the residuals paint the texture wherever the prompt puts the shape, so the
-    # base has to learn to draw the shape over them; 1 is the plain v-MSE
+    # base has to learn to draw the shape over them; 1 is the plain v-MSE. Measured from the best held pair: 5 gave
+    # content 80.1% (from 78.0%), 8 with a 1.5-px margin 77.4% (docs/experiments/cotrain-shape/): not the lever
     base_style_shape_weight: float = 1.0
     # px of texture beyond the outline weighted with the shape: where the texture must stop short of the shape
     # (the guided images' small circles read as crosses where stripes or dots ran into them)
