@@ -350,6 +350,19 @@ def test_demo_train_refuses_another_width_over_a_trained_base(tmp_path, capsys):
     assert sorted(p.name for p in work.rglob("*")) == before
 
 
+@pytest.mark.parametrize("args", [[], ["--work", "w", "--bogus"], ["--work", "w", "--content-hold", "abc"]])
+def test_demo_train_bad_arguments_are_one_line_without_usage(tmp_path, capsys, monkeypatch, args):
+    from stylegen_trt.demo.train import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "usage" not in err and "error:" in err, err
+    assert not (tmp_path / "w").exists()
+
+
 def test_demo_train_rejects_negative_steps_before_writing(tmp_path, capsys):
     from stylegen_trt.demo.train import main
 

@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, NoReturn
 
 import numpy as np
 import torch
@@ -658,8 +658,16 @@ def _trained_base_channels(work: Path) -> tuple[int, ...] | None:
     return None
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit code 2, as in the typer CLI: no usage block above it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OneLineErrors(prog="python -m stylegen_trt.demo.train", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "bundle")
     parser.add_argument("--seed", type=int, default=0)
