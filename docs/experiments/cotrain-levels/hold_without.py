@@ -3,22 +3,9 @@ multiplies those projections' outputs by 0, so the pair learns without them (and
 usage: CUT=3 python hold_without.py WORK STEPS HOLD SEED [SOURCE [SHAPE_WEIGHT [SHAPE_MARGIN]]]
 (CUT: comma-separated indices of StyleBranch.down_projections; "mid" for the mid projection)
 After the run, zero_cut.py sets those projections' weights to 0 in WORK/branch-init.safetensors before export."""
-import os, runpy, sys
+import runpy, sys
 from pathlib import Path
-from stylegen_trt.models import loaders
 
-CUT = [c for c in os.environ.get("CUT", "").split(",") if c]
-_new_branch = loaders.new_branch
-
-
-def cut_branch(base, **kw):
-    branch = _new_branch(base, **kw)
-    for c in CUT:
-        module = branch.mid_projection if c == "mid" else branch.down_projections[int(c)]
-        module.register_forward_hook(lambda mod, args, out: out * 0)
-    return branch
-
-
-loaders.new_branch = cut_branch  # hold.py wraps this one in turn
+import cut  # noqa: F401  (wraps loaders.new_branch: hold.py wraps it in turn)
 sys.argv = [str(Path(__file__).with_name("hold.py"))] + sys.argv[1:]
 runpy.run_path(str(Path(__file__).parent.parent / "cotrain-hold" / "hold.py"), run_name="__main__")

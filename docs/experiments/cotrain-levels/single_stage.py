@@ -10,23 +10,10 @@ import json, logging, os, sys, time
 from pathlib import Path
 import torch
 from stylegen_trt.demo import train as demo_train
-from stylegen_trt.models import loaders
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 work, steps, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-CUT = [c for c in os.environ.get("CUT", "").split(",") if c]
-_new_branch = loaders.new_branch
-
-
-def cut_branch(base, **kw):
-    branch = _new_branch(base, **kw)
-    for c in CUT:
-        module = branch.mid_projection if c == "mid" else branch.down_projections[int(c)]
-        module.register_forward_hook(lambda mod, args, out: out * 0)
-    return branch
-
-
-loaders.new_branch = cut_branch
+from cut import CUT  # importing it wraps loaders.new_branch: the stage's fresh branch has the cut
 cfg = demo_train.DemoConfig(seed=seed, base_style_steps=steps, branch_layout="anchored", base_style_content_hold=0.5,
                             base_style_source="texture", base_style_shape_weight=5.0, base_style_shape_margin=1.5,
                             threads=int(os.environ.get("THREADS", "2")))
