@@ -89,11 +89,14 @@ class DemoConfig:
     base_style_content_hold: float = 0.0
     # where the co-training stage's S comes from: "image", the patent's self-style (the training image itself,
     # shape included); "texture", the same texture rendered without the shape, as the swatches users give
+    # (one free stage, plain v-MSE: "texture" 59% family match / 84% content, "image" 50% / 80%; cotrain-levels/)
     base_style_source: StyleSource = "image"
     # weight of the co-training v-MSE on each image's shape and its outline (the latent pixels data.render draws
     # them on), against 1 elsewhere: the residuals paint the texture wherever the prompt puts the shape, so the
     # base has to learn to draw the shape over them; 1 is the plain v-MSE. Measured from the best held pair: 5 gave
-    # content 80.1% (from 78.0%), 8 with a 1.5-px margin 77.4% (docs/experiments/cotrain-shape/): not the lever
+    # content 80.1% (from 78.0%), 8 with a 1.5-px margin 77.4% (docs/experiments/cotrain-shape/): not the lever.
+    # In one free stage from the shipped base it keeps the texture out as it keeps the content: family match
+    # 17% / 32% / 50% and content 90% / 88% / 80% at weights 5 / 2 / 1 (docs/experiments/cotrain-levels/)
     base_style_shape_weight: float = 1.0
     # px of texture beyond the outline weighted with the shape: where the texture must stop short of the shape
     # (the guided images' small circles read as crosses where stripes or dots ran into them)
