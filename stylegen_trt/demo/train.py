@@ -477,9 +477,11 @@ def train_base(work: Path, cfg: DemoConfig, vae):
     checkpoint.done()
 
 
-def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
+def train_base_with_style(work: Path, cfg: DemoConfig, device: str = "cpu") -> None:
     """Co-train the base UNet and a new style branch on self-style S (v-MSE, caption dropout, style dropout,
     EMA of both); the EMA UNet replaces the base's and the branch is where the frozen-base branch stage starts.
+    ``device``: where the models run; every random draw still comes from the CPU generator (then moved), so a
+    seed draws the same data, noise and t on any device (the shipped recipe is the CPU's; CUDA is for probes).
 
     Why: S names the texture at every level of the UNet (the residuals reach the 16x16 level, where the
     texture is drawn), while the caption reaches only the 8x8 and 4x4 levels; trained on captions alone, the
@@ -493,8 +495,10 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
     if not cfg.base_style_steps or (work / "base-style.loss.json").is_file():
         return
     base = loaders.load_base(work / "sd")
-    encoder = loaders.load_style_encoder(work / "vgg19.pth").requires_grad_(False)
-    branch = loaders.new_branch(base, seed=cfg.seed, stem_hidden=32, layout=cfg.branch_layout)
+    encoder = loaders.load_style_encoder(work / "vgg19.pth").requires_grad_(False).to(device)
+    branch = loaders.new_branch(base, seed=cfg.seed, stem_hidden=32, layout=cfg.branch_layout).to(device)
+    for module in (base.unet, base.vae, base.text_encoder):
+        module.to(device)
     base.unet.requires_grad_(True).train()
     branch.requires_grad_(True).train()
     unet = ResidualUNet(base.unet)
@@ -505,7 +509,7 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
     opt = torch.optim.AdamW([{"params": unet_params, "lr": cfg.base_style_learning_rate},
                              {"params": branch_params, "lr": cfg.base_style_branch_learning_rate}], weight_decay=1e-2)
     gen = torch.Generator().manual_seed(cfg.seed + 11)
-    teacher = _content_teacher(work, base.unet) if cfg.base_style_content_hold else None
+    teacher = _content_teacher(work, base.unet).to(device) if cfg.base_style_content_hold else None
     checkpoint = StageCheckpoint(work / "base-style.ckpt", cfg.checkpoint_every, unet=base.unet, branch=branch,
                                  opt=opt, ema=ema, generator=gen)
     done, losses = checkpoint.resume()
@@ -515,14 +519,14 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
     for step in range(done + 1, cfg.base_style_steps + 1):
         images, prompts = next(stream)
         with torch.no_grad():
-            x0 = encode_latents(base, images, gen)
-            style = style_maps(encoder, _style_images(images, stream.last_styles, cfg.base_style_source),
+            x0 = encode_latents(base, images.to(device), gen)
+            style = style_maps(encoder, _style_images(images, stream.last_styles, cfg.base_style_source).to(device),
                                data.IMAGE_SIZE, size)
             drop = (torch.rand(len(prompts), generator=gen) < 0.1).tolist()
             context = base.encode_prompts(["" if d else p for p, d in zip(prompts, drop)])
-            noise = torch.randn(x0.shape, generator=gen)
-            t = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
-            style_on = (torch.rand(len(prompts), generator=gen) >= cfg.style_dropout).float()
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            t = torch.randint(0, 1000, (x0.shape[0],), generator=gen).to(device)
+            style_on = (torch.rand(len(prompts), generator=gen) >= cfg.style_dropout).float().to(device)
             noisy = noise_scheduler.add_noise(x0, noise, t)
             target = noise_scheduler.get_velocity(x0, noise, t)
             if teacher is not None:  # the first `held` samples: residuals off, the starting base's prediction
@@ -533,6 +537,7 @@ def train_base_with_style(work: Path, cfg: DemoConfig) -> None:
         prediction = unet(noisy, t.float(), context, *residuals)
         weights = _shape_weights(stream.last_contents, x0.shape[-1], cfg.base_style_shape_weight,
                                  cfg.base_style_shape_margin)
+        weights = None if weights is None else weights.to(device)
         loss = _weighted_mse(prediction, target, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
