@@ -27,12 +27,17 @@ log = logging.getLogger(__name__)
 class TimedCall:
     """Calls ``target`` and books the wall time under ``stage``; other attributes pass through."""
 
-    def __init__(self, target, stage: str, times: Callable[[], StageTimes]):
-        self._target, self._stage, self._times = target, stage, times
+    def __init__(self, target, stage: str, times: Callable[[], StageTimes], sync: Callable[[], None] | None = None):
+        self._target, self._stage, self._times, self._sync = target, stage, times, sync
 
     def __call__(self, *args, **kwargs):
+        # on CUDA kernels run asynchronously: without a sync on both sides the stage would book only the launches
+        if self._sync:
+            self._sync()
         start = time.perf_counter()
         out = self._target(*args, **kwargs)
+        if self._sync:
+            self._sync()
         self._times().add(self._stage, time.perf_counter() - start)
         return out
 
@@ -43,9 +48,10 @@ class TimedCall:
 class TimedMethod:
     """Proxy whose ``method`` is timed under ``stage``; every other attribute is the target's."""
 
-    def __init__(self, target, method: str, stage: str, times: Callable[[], StageTimes]):
+    def __init__(self, target, method: str, stage: str, times: Callable[[], StageTimes],
+                 sync: Callable[[], None] | None = None):
         self._target = target
-        self._timed = {method: TimedCall(getattr(target, method), stage, times)}
+        self._timed = {method: TimedCall(getattr(target, method), stage, times, sync)}
 
     def __getattr__(self, name):
         return self._timed.get(name) or getattr(self._target, name)
@@ -76,6 +82,8 @@ class TorchSide:
             for module in (base.text_encoder, base.unet, base.vae, encoder, branch):
                 module.to(device, torch_dtype)
         self.device, self.dtype = device, torch_dtype
+        self._sync = torch.cuda.synchronize if device.startswith("cuda") else None
+        sync = self._sync
         self.times = StageTimes()
         self.style_image_size = style_image_size
 
@@ -84,17 +92,17 @@ class TorchSide:
 
         timed_base = dataclasses.replace(
             base, tokenizer=TimedCall(base.tokenizer, "tokenize", times),
-            text_encoder=TimedCall(base.text_encoder, "text_encoder", times),
-            vae=TimedMethod(base.vae, "decode", "vae_decoder", times))
+            text_encoder=TimedCall(base.text_encoder, "text_encoder", times, sync),
+            vae=TimedMethod(base.vae, "decode", "vae_decoder", times, sync))
         # TorchReference wraps base.unet (left untimed here) in a ResidualUNet; that one is timed below.
-        self.reference = TorchReference(timed_base, TimedCall(encoder, "style_encoder", times),
-                                        TimedCall(branch, "style_branch", times), device=device, dtype=torch_dtype,
+        self.reference = TorchReference(timed_base, TimedCall(encoder, "style_encoder", times, sync),
+                                        TimedCall(branch, "style_branch", times, sync), device=device, dtype=torch_dtype,
                                         scheduler_factory=self._timed_scheduler)
-        self.reference.unet = TimedCall(self.reference.unet, "unet", times)
+        self.reference.unet = TimedCall(self.reference.unet, "unet", times, sync)
         self._times = times
 
     def _timed_scheduler(self, name: str, config: dict):
-        return TimedMethod(diffusers_scheduler(name, config), "step", "scheduler", self._times)
+        return TimedMethod(diffusers_scheduler(name, config), "step", "scheduler", self._times, self._sync)
 
     def run(self, work: Workload) -> Run:
         self.times = StageTimes()

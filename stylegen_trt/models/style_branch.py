@@ -105,7 +105,7 @@ class StyleStem(nn.Module):
     def forward(self, style_map: torch.Tensor) -> torch.Tensor:
         if self.coordinates:
             b, _, h, w = style_map.shape
-            style_map = torch.cat([style_map, coordinate_features(b, h, w, style_map.dtype)], 1)
+            style_map = torch.cat([style_map, coordinate_features(b, h, w, style_map.dtype).to(style_map.device)], 1)
         return self.layers(style_map)
 
 

@@ -1,0 +1,37 @@
+"""One free co-training stage from the shipped base (as ../cotrain-levels/single_stage.py with CUT= HOLD=0) on
+DEVICE (cuda), batches prefetched in worker processes (prefetch.py). Settings from the environment, each
+defaulting to the best CPU stage (texture-S, plain v-MSE): SOURCE, SHAPE_WEIGHT, BASE_LR, BRANCH_LR,
+STYLE_DROPOUT, HOLD. WORK holds sd/ (the rebuilt shipped base) and vgg19.pth (the 800-step VGG stage).
+usage: DEVICE=cuda python stage.py WORK STEPS SEED"""
+import json, logging, os, sys, time
+from pathlib import Path
+
+import torch
+
+import prefetch  # noqa: F401  (patches the stage's batches)
+from stylegen_trt.demo import train as demo_train
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    work, steps, seed = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    env = os.environ.get
+    default = demo_train.DemoConfig()
+    cfg = demo_train.DemoConfig(seed=seed, base_style_steps=steps, branch_layout="anchored",
+                                base_style_content_hold=float(env("HOLD", "0")),
+                                base_style_source=env("SOURCE", "texture"),
+                                base_style_shape_weight=float(env("SHAPE_WEIGHT", "1")),
+                                base_style_learning_rate=float(env("BASE_LR", default.base_style_learning_rate)),
+                                base_style_branch_learning_rate=float(env("BRANCH_LR", default.base_style_branch_learning_rate)),
+                                style_dropout=float(env("STYLE_DROPOUT", default.style_dropout)),
+                                threads=int(env("THREADS", "2")))
+    torch.set_num_threads(cfg.threads)
+    device = env("DEVICE", "cuda")
+    t0 = time.perf_counter()
+    demo_train.train_base_with_style(work, cfg, device=device)
+    seconds = round(time.perf_counter() - t0, 1)
+    fields = ("seed", "base_style_steps", "base_style_content_hold", "base_style_source", "base_style_shape_weight",
+              "base_style_learning_rate", "base_style_branch_learning_rate", "style_dropout")
+    (work / "seconds.json").write_text(json.dumps({"base_style": seconds, "device": device,
+                                                   **{k: getattr(cfg, k) for k in fields}}))
+    prefetch.CURRENT[-1].pool.shutdown()
+    print("seconds", seconds)
