@@ -13,6 +13,12 @@ in the loop:
   serialises what it was asked for as JSON: the "plan". The "runtime" reads that plan back into an
   engine with an I/O tensor table, and a strict execution context: output shapes are -1 until every
   input shape is set, execution fails with an unset shape or an unbound tensor.
+- ``make_tensorrt(..., memory=CudartMemory(lib), compute=factory)``: the engine's execution reaches its bound
+  tensors only through a CUDA runtime (stream sync, cudaMemcpyAsync device -> host, compute on the host,
+  host -> device, sync) instead of by address: so the stub runs on real device memory (tests/test_real_cuda.py,
+  with polygraphy's real libcudart) and, the very same code, on ``HostCudart``, whose copies check that every
+  bound address is a device allocation. ``compute(plan) -> callable | None`` gives each new context its compute
+  (e.g. ONNX Runtime on the plan's source graph).
 - ``HostCudart``: libcudart's functions that polygraphy's ``Cuda`` wrapper and the backend call, on host
   memory (cudaMalloc / cudaMallocHost = a ctypes buffer, cudaMemcpy = memmove), counting copies by
   direction and by stream; CUDA graphs: an execution enqueued on a capturing stream is recorded with
@@ -69,9 +75,12 @@ class _HostMemory(bytes):
         return False
 
 
-def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleType:
+def make_tensorrt(major: int, *, fail_build: str | None = None, memory: "CudartMemory | None" = None,
+                  compute=None) -> types.ModuleType:
     """A ``tensorrt`` module of TensorRT ``major``'s API shape. ``fail_build``: the builder logs this as an
-    error and returns None (TensorRT's way of failing a build)."""
+    error and returns None (TensorRT's way of failing a build). ``memory``: how executions reach their bound
+    tensors (None: as host addresses; a ``CudartMemory``: through a CUDA runtime's copies). ``compute``:
+    plan record -> the compute of each new execution context (None: the default fill)."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = VERSIONS[major]
     trt.__file__ = __file__
@@ -331,6 +340,8 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
 
         def create_execution_context(self, strategy=None):
             context = ExecutionContext(self)
+            if compute is not None:
+                context.compute = compute(self.record)
             context.user_managed = strategy == trt.ExecutionContextAllocationStrategy.USER_MANAGED
             return context
 
@@ -427,33 +438,48 @@ def make_tensorrt(major: int, *, fail_build: str | None = None) -> types.ModuleT
                     saved = self.addresses, self.shapes
                     self.addresses, self.shapes = addresses, shapes
                     try:
-                        return self._execute()
+                        return self._execute(stream_handle)
                     finally:
                         self.addresses, self.shapes = saved
                 capture.append(replay)
                 return True
-            return self._execute()
+            return self._execute(stream_handle)
 
-        def _execute(self):
+        def _execute(self, stream_handle=0):
             for name, mode, dtype, _ in self.engine.io:
                 if name not in self.addresses:
                     return False
                 if mode == trt.TensorIOMode.INPUT and name not in self.shapes:
                     return False
-            inputs = {name: self._array(name, self.shapes[name], _TRT_TO_NUMPY[dtype.name]).copy()
-                      for name, mode, dtype, _ in self.engine.io if mode == trt.TensorIOMode.INPUT}
             outs = [(name, self.get_tensor_shape(name), _TRT_TO_NUMPY[dtype.name])
                     for name, mode, dtype, _ in self.engine.io if mode == trt.TensorIOMode.OUTPUT]
             if any(-1 in shape for _, shape, _ in outs):
                 return False
+            stream = int(stream_handle or 0)
+            if memory is not None:
+                memory.synchronize(stream)  # the inputs' uploads, enqueued on this stream before us
+            inputs = {name: (memory.read(self.addresses[name], self.shapes[name], _TRT_TO_NUMPY[dtype.name], stream)
+                             if memory is not None else
+                             self._array(name, self.shapes[name], _TRT_TO_NUMPY[dtype.name]).copy())
+                      for name, mode, dtype, _ in self.engine.io if mode == trt.TensorIOMode.INPUT}
             if self.compute is not None:
                 values = self.compute(inputs)
             else:
                 level = sum(float(np.mean(v)) for v in inputs.values())
                 values = {name: np.full(shape, np.nan if name in NAN_OUTPUTS else level, dtype)
                           for name, shape, dtype in outs}
+            staged = []  # host sources of the writes: alive until the stream is synchronised
             for name, shape, dtype in outs:
-                self._array(name, shape, dtype)[...] = values[name]
+                value = np.asarray(values[name], dtype)
+                if value.shape != tuple(shape):  # never broadcast: a wrong shape is a wrong result
+                    return False
+                if memory is not None:
+                    staged.append(memory.write(self.addresses[name], value, stream))
+                else:
+                    self._array(name, shape, dtype)[...] = value
+            if memory is not None:
+                memory.synchronize(stream)
+            del staged
             self.executions += 1
             return True
 
@@ -468,6 +494,53 @@ VAE_FACTOR = 2  # image_h = latent_h x this (the demo bundle's VAE)
 KNOWN_DIMS = {"Unsqueezestyle_map_dim_2": 64, "Unsqueezestyle_map_dim_3": 64}
 ACTIVATION_BYTES = 4096  # what every stub engine says its context needs
 CAPTURING: dict[int, list] = {}  # stream handle -> executions recorded while it captures
+
+
+class CudartMemory:
+    """The stub engine's way to its bound tensors when they may be real device memory: only through the
+    CUDA runtime ``lib`` (libcudart via ctypes, or ``HostCudart``: the same calls, so this code runs without
+    a GPU too), never by address. Signatures (CUDA runtime API): cudaMemcpyAsync(void* dst, const void* src,
+    size_t count, cudaMemcpyKind kind, cudaStream_t stream), kind 1 = host -> device, 2 = device -> host;
+    cudaStreamSynchronize(cudaStream_t). Host buffers are ordinary (pageable) NumPy arrays, and no assumption is
+    made about when a copy to or from pageable memory completes: ``read`` synchronises the stream before it
+    returns; ``write`` returns its host source, to be kept alive until the caller synchronises the stream (the
+    stub does, before execute_async_v3 returns)."""
+
+    H2D, D2H = 1, 2
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.copies = {"h2d": 0, "d2h": 0}  # made by the stub's executions (not the backend's)
+
+    @staticmethod
+    def _check(status, what: str) -> None:
+        if status != 0:
+            raise RuntimeError(f"stub engine: {what} failed with CUDA error {status}")
+
+    def synchronize(self, stream: int) -> None:
+        self._check(self.lib.cudaStreamSynchronize(ctypes.c_void_p(stream or None)), "cudaStreamSynchronize")
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind: int, stream: int) -> None:
+        self._check(self.lib.cudaMemcpyAsync(ctypes.c_void_p(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes),
+                                             ctypes.c_int(kind), ctypes.c_void_p(stream or None)),
+                    f"cudaMemcpyAsync(kind {kind}, {nbytes} bytes)")
+        self.copies["h2d" if kind == self.H2D else "d2h"] += 1
+
+    def read(self, ptr: int, shape, dtype, stream: int = 0) -> np.ndarray:
+        """A new host array with the device tensor at ``ptr`` (after the work enqueued on ``stream`` so far)."""
+        host = np.empty(tuple(shape), dtype)
+        if host.nbytes:
+            self._copy(host.ctypes.data, int(ptr), host.nbytes, self.D2H, stream)
+            self.synchronize(stream)
+        return host
+
+    def write(self, ptr: int, array: np.ndarray, stream: int = 0) -> np.ndarray:
+        """Enqueue ``array`` into the device tensor at ``ptr``; returns the host source: keep it until ``stream``
+        is synchronised."""
+        host = np.ascontiguousarray(array)
+        if host.nbytes:
+            self._copy(int(ptr), host.ctypes.data, host.nbytes, self.H2D, stream)
+        return host
 
 
 class HostCudart:
