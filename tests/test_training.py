@@ -456,7 +456,7 @@ def test_demo_co_training_on_cuda_follows_the_cpu(tmp_path):
 
     torch.set_num_threads(1)
     cfg = demo_train.DemoConfig(vae_steps=2, vae_batch=4, vae_decoder_steps=0, base_steps=2, base_batch=4,
-                                base_style_steps=3, base_style_source="texture")
+                                base_style_steps=3, base_style_source="texture", branch_layout="anchored")
     first = tmp_path / "cpu"
     first.mkdir()
     loaders.make_tiny_vgg(first / "vgg19.pth", 0)
