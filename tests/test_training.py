@@ -430,8 +430,10 @@ def test_cuda_training_draws_as_the_cpu_and_resumes_on_either_device(tiny, tmp_p
         assert resumed.step_count == STEPS
         a, b = load_file(str(whole)), load_file(str(cut))
         assert a.keys() == b.keys()
-        for key in a:  # Adam's first steps are ~lr * sign(grad): compare whole tensors, not single weights
-            assert (b[key] - a[key]).norm() <= tolerance * a[key].norm() + 1e-4, f"{resume_on}: {key}"
+        # Adam's first steps are ~lr * sign(grad), so a near-zero gradient that CUDA rounds the other way moves a
+        # weight by ~2 lr (seen on an H200 in a 4-step bias): compare the whole branch, not single tensors
+        difference = torch.cat([(b[k] - a[k]).flatten() for k in a]).norm()
+        assert difference <= tolerance * torch.cat([a[k].flatten() for k in a]).norm(), resume_on
         assert [s for s, _ in losses(cut)] == [1, 2, 3, 4]
         assert [v for _, v in losses(cut)] == pytest.approx([v for _, v in losses(whole)], rel=tolerance)
 
