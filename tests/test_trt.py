@@ -365,6 +365,36 @@ def test_missing_polygraphy_cuda_runtime_or_unsupported_tensorrt_are_one_line_us
     trt_stub.reset_polygraphy_tensorrt()
 
 
+def test_cuda_13_pip_wheel_runtime_is_found_where_polygraphy_does_not_look(monkeypatch, tmp_path):
+    """CUDA 13's pip wheel puts libcudart.so.13 in nvidia/cu13/lib (polygraphy 0.53 looks in nvidia/cuda_runtime/lib,
+    then for a bare libcudart.so): the backend loads it from there and hands it to polygraphy's wrapper."""
+    import polygraphy.cuda.cuda as pcuda
+
+    _install_stub(monkeypatch, tmp_path, 10)
+    site = tmp_path / "site"
+    wheel_lib = site / "nvidia" / "cu13" / "lib" / "libcudart.so.13"
+    wheel_lib.parent.mkdir(parents=True)
+    wheel_lib.write_bytes(b"")
+    monkeypatch.syspath_prepend(str(site))
+    cudart = trt_stub.HostCudart()
+    loaded = []
+
+    def cdll(name):
+        loaded.append(str(name))
+        if str(name) != str(wheel_lib):
+            raise OSError(f"{name}: cannot open shared object file")
+        return cudart
+
+    monkeypatch.setattr(pcuda, "G_CUDA", None)
+    monkeypatch.setattr(pcuda, "_find_cuda_lib_dirs", lambda: [str(tmp_path / "nowhere")])
+    monkeypatch.setattr(pcuda.ctypes, "CDLL", cdll)
+    trt_backend.cuda_device.cache_clear()
+    device = trt_backend.cuda_device(0)
+    assert loaded == ["libcudart.so", str(wheel_lib)]
+    assert device.name == cudart.device_name and pcuda.wrapper().handle is cudart
+    trt_backend.cuda_device.cache_clear()
+
+
 STUB_CLI = ("import sys; sys.path.insert(0, {tests!r}); import trt_stub; trt_stub.install({major}, fail_build={fail!r}); "
             "from stylegen_trt.cli import main; sys.argv = ['stylegen-trt', *sys.argv[1:]]; main()")
 

@@ -188,9 +188,11 @@ def cuda_device(index: int = 0) -> CudaDevice:
     try:
         lib = cuda.wrapper().handle
     except (OSError, PolygraphyException) as exc:  # ctypes.CDLL("libcudart.so") failed
-        raise UserError(f"--backend trt needs the CUDA runtime library libcudart.so ({_one_line(exc)}): install "
-                        "the NVIDIA driver and CUDA runtime (e.g. pip install nvidia-cuda-runtime-cu12) or put it "
-                        "on LD_LIBRARY_PATH, or use --backend ort") from exc
+        lib = _load_pip_cudart()
+        if lib is None:
+            raise UserError(f"--backend trt needs the CUDA runtime library libcudart.so ({_one_line(exc)}): install "
+                            "the NVIDIA driver and CUDA runtime (e.g. pip install nvidia-cuda-runtime) or put it "
+                            "on LD_LIBRARY_PATH, or use --backend ort") from exc
     major, minor = ctypes.c_int(), ctypes.c_int()
     for attr, out in ((_COMPUTE_MAJOR, major), (_COMPUTE_MINOR, minor)):
         status = lib.cudaDeviceGetAttribute(ctypes.byref(out), attr, index)
@@ -202,6 +204,31 @@ def cuda_device(index: int = 0) -> CudaDevice:
     getter = getattr(lib, "cudaGetDeviceProperties_v2", None) or lib.cudaGetDeviceProperties  # CUDA 12 renamed it
     name = props.raw[:256].split(b"\0", 1)[0].decode(errors="replace") if getter(props, index) == 0 else "unknown"
     return CudaDevice(index, name, f"{major.value}.{minor.value}")
+
+
+def _load_pip_cudart():
+    """libcudart from NVIDIA's pip wheels, for polygraphy's wrapper: polygraphy 0.53 searches
+    ``nvidia/cuda_runtime/lib`` (CUDA 12's wheel) but CUDA 13's wheel installs ``nvidia/cu13/lib/libcudart.so.13``,
+    and the loader's default name ``libcudart.so`` exists in neither (seen on an H200 box with torch+cu130)."""
+    import glob
+    import os
+    import sys
+
+    from polygraphy.cuda import cuda as pcuda
+
+    for root in (p for p in sys.path if p and os.path.isdir(p)):
+        for sub in ("cu13", "cu12", "cuda_runtime"):
+            for path in sorted(glob.glob(os.path.join(root, "nvidia", sub, "lib", "libcudart.so*")), reverse=True):
+                try:
+                    handle = ctypes.CDLL(path)
+                except OSError:
+                    continue
+                log.info("CUDA runtime: %s (polygraphy's search missed it)", path)
+                wrapper = pcuda.Cuda.__new__(pcuda.Cuda)  # its __init__ would search again; the handle is all it keeps
+                wrapper.handle = handle
+                pcuda.G_CUDA = wrapper
+                return handle
+    return None
 
 
 def timing_cache_name(fields: dict) -> str:

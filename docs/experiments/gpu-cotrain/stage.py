@@ -2,14 +2,16 @@
 DEVICE (cuda), batches prefetched in worker processes (prefetch.py). Settings from the environment, each
 defaulting to the best CPU stage (texture-S, plain v-MSE): SOURCE, SHAPE_WEIGHT, BASE_LR, BRANCH_LR,
 STYLE_DROPOUT, HOLD. WORK holds sd/ (the rebuilt shipped base) and vgg19.pth (the 800-step VGG stage).
-usage: DEVICE=cuda python stage.py WORK STEPS SEED"""
+usage: [DEVICE=cuda] [PREFETCH=1] python stage.py WORK STEPS SEED"""
 import json, logging, os, sys, time
 from pathlib import Path
 
 import torch
 
-import prefetch  # noqa: F401  (patches the stage's batches)
 from stylegen_trt.demo import train as demo_train
+
+if os.environ.get("PREFETCH", "1") == "1":  # 0 on a 2-core CPU, where workers only compete with the step
+    import prefetch  # noqa: F401  (patches the stage's batches)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -33,5 +35,6 @@ if __name__ == "__main__":
               "base_style_learning_rate", "base_style_branch_learning_rate", "style_dropout")
     (work / "seconds.json").write_text(json.dumps({"base_style": seconds, "device": device,
                                                    **{k: getattr(cfg, k) for k in fields}}))
-    prefetch.CURRENT[-1].pool.shutdown()
+    if "prefetch" in sys.modules:
+        sys.modules["prefetch"].CURRENT[-1].pool.shutdown()
     print("seconds", seconds)
