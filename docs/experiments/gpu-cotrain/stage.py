@@ -25,16 +25,18 @@ if __name__ == "__main__":
                                 base_style_learning_rate=float(env("BASE_LR", default.base_style_learning_rate)),
                                 base_style_branch_learning_rate=float(env("BRANCH_LR", default.base_style_branch_learning_rate)),
                                 style_dropout=float(env("STYLE_DROPOUT", default.style_dropout)),
-                                threads=int(env("THREADS", "2")))
+                                threads=int(env("THREADS", "2")),
+                                checkpoint_every=int(env("CHECKPOINT_EVERY", default.checkpoint_every)))
     torch.set_num_threads(cfg.threads)
     device = env("DEVICE", "cuda")
+    fields = ("seed", "base_style_steps", "base_style_content_hold", "base_style_source", "base_style_shape_weight",
+              "base_style_learning_rate", "base_style_branch_learning_rate", "style_dropout")
+    settings = {"device": device, **{k: getattr(cfg, k) for k in fields}}
+    (work / "seconds.json").write_text(json.dumps(settings))  # what a stage stopped early was
     t0 = time.perf_counter()
     demo_train.train_base_with_style(work, cfg, device=device)
     seconds = round(time.perf_counter() - t0, 1)
-    fields = ("seed", "base_style_steps", "base_style_content_hold", "base_style_source", "base_style_shape_weight",
-              "base_style_learning_rate", "base_style_branch_learning_rate", "style_dropout")
-    (work / "seconds.json").write_text(json.dumps({"base_style": seconds, "device": device,
-                                                   **{k: getattr(cfg, k) for k in fields}}))
+    (work / "seconds.json").write_text(json.dumps({"base_style": seconds, **settings}))
     if "prefetch" in sys.modules:
         sys.modules["prefetch"].CURRENT[-1].pool.shutdown()
     print("seconds", seconds)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Co-training stages side by side on one GPU (stage.py), each from a fresh copy of CARRY's sd/ and vgg19.pth;
-# at DEADLINE seconds the unfinished ones are stopped. Each finished run is packed as OUT/NAME.tar (the stage's
+# at DEADLINE seconds the unfinished ones are stopped and packed from their last checkpoint (pack_checkpoint.py).
+# Each run is packed as OUT/NAME.tar (the stage's
 # EMA UNet, its branch, seconds.json, the loss log); every run's log tail goes to OUT/sweep.log.
 # usage: sweep.sh CARRY OUT DEADLINE   (runs as NAME:STEPS:SEED:ENV=VAL,ENV=VAL in RUNS)
 set -u
@@ -24,6 +25,10 @@ for run in $RUNS; do
     IFS=: read -r name steps seed settings <<< "$run"
     work=$root/$name
     { echo "== $name ($steps steps, seed $seed, $settings)"; tail -n 3 "$work/train.log"; } >> "$out/sweep.log"
+    if [ ! -f "$work/base-style.loss.json" ] && [ -f "$work/base-style.ckpt" ]; then  # stopped: its last checkpoint
+        (cd "$here" && python3 pack_checkpoint.py "$work" >> "$work/train.log" 2>&1)
+        tail -n 1 "$work/train.log" >> "$out/sweep.log"
+    fi
     if [ -f "$work/base-style.loss.json" ]; then
         tar -C "$work" -cf "$out/$name.tar" sd/unet branch-init.safetensors seconds.json base-style.loss.json
     fi
