@@ -209,7 +209,7 @@ def cuda_device(index: int = 0) -> CudaDevice:
 def _load_pip_cudart():
     """libcudart from NVIDIA's pip wheels, for polygraphy's wrapper: polygraphy 0.53 searches
     ``nvidia/cuda_runtime/lib`` (CUDA 12's wheel) but CUDA 13's wheel installs ``nvidia/cu13/lib/libcudart.so.13``,
-    and the loader's default name ``libcudart.so`` exists in neither (seen on an H200 box with torch+cu130)."""
+    and the loader's default name ``libcudart.so`` exists in neither (the layout torch+cu130 installs)."""
     import glob
     import os
     import sys
