@@ -51,10 +51,12 @@ COORDINATE_FREQUENCIES = (1, 2, 4, 8)  # cycles across the image, for the anchor
 GLOBAL_CODE_SIZE = 32  # S is resized to this before the global code's MLP
 
 
-def coordinate_features(batch: int, height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
-    """(B, 2 + 4 * len(COORDINATE_FREQUENCIES), H, W): x, y in [-1, 1] and sin/cos of pi * f * x, y."""
-    ys = (torch.arange(height, dtype=dtype) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width, dtype=dtype) + 0.5) / width * 2 - 1
+def coordinate_features(batch: int, height: int, width: int, dtype: torch.dtype,
+                        device: torch.device | str | None = None) -> torch.Tensor:
+    """(B, 2 + 4 * len(COORDINATE_FREQUENCIES), H, W): x, y in [-1, 1] and sin/cos of pi * f * x, y, made on
+    ``device`` (S's, so the anchored stem trains on CUDA)."""
+    ys = (torch.arange(height, dtype=dtype, device=device) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, dtype=dtype, device=device) + 0.5) / width * 2 - 1
     yy, xx = ys[:, None].expand(height, width), xs[None, :].expand(height, width)
     feats = [xx, yy]
     for f in COORDINATE_FREQUENCIES:
@@ -105,7 +107,7 @@ class StyleStem(nn.Module):
     def forward(self, style_map: torch.Tensor) -> torch.Tensor:
         if self.coordinates:
             b, _, h, w = style_map.shape
-            style_map = torch.cat([style_map, coordinate_features(b, h, w, style_map.dtype).to(style_map.device)], 1)
+            style_map = torch.cat([style_map, coordinate_features(b, h, w, style_map.dtype, style_map.device)], 1)
         return self.layers(style_map)
 
 
