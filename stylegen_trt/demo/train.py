@@ -77,7 +77,9 @@ class DemoConfig:
     texture_caption_rate: float = 0.5
     # co-training: the base UNet trained on together with a fresh style branch fed self-style S (the base
     # frozen again after it). The demo's stand-in for an SD that already knows styles: caption words gave
-    # the tiny base no texture modes a branch could reach (README "The demo model"); 0 skips the stage
+    # the tiny base no texture modes a branch could reach (README "The demo model"); 0 skips the stage.
+    # Texture-S plain was still learning at 5000 steps (family match 59% -> 76%, colour 83 -> 69 RGB, content
+    # 84% -> 80%, seed 0; docs/experiments/cotrain-longer/)
     base_style_steps: int = 0
     # a slower base and a faster branch (1e-4 / 1e-3) gave less texture and less content (family match 46% / content
     # 82% against 59% / 84%, texture-S plain, one stage; docs/experiments/gpu-cotrain/)
