@@ -644,11 +644,11 @@ def evaluate_command(
         stysim = _stysim_for(b, vgg)
         from stylegen_trt.metrics.texture import style_measures
 
-        judge, family_of, family_names = None, None, ()
+        judge, extra_judges, family_of, family_names = None, {}, None, ()
         if b.is_demo:
-            from stylegen_trt.demo import texture_judge
-            from stylegen_trt.demo.classifier import content_judge
-            judge = content_judge()
+            from stylegen_trt.demo import classifier, texture_judge
+            judge = classifier.content_judge()
+            extra_judges = {"any_outline": classifier.content_judge(classifier.load(classifier.ANY_OUTLINE_WEIGHTS))}
             family_model = texture_judge.load()
             family_of = lambda images: texture_judge.classify(family_model, images)  # noqa: E731
             family_names = texture_judge.FAMILIES
@@ -656,7 +656,7 @@ def evaluate_command(
             task = progress.add_task("evaluating", total=len(styles) * len(prompts) * settings.seeds)
             report = evaluate(pipe, prompts, styles, stysim, settings, judge,
                               on_pair=lambda i, total: progress.update(task, completed=i),
-                              measures=style_measures(family_of, family_names))
+                              measures=style_measures(family_of, family_names), extra_judges=extra_judges)
         if inception is not None or clip is not None:
             add_fidelity(report, inception, clip)
     typer.echo(report.table())

@@ -201,13 +201,15 @@ def shape_mask(content: Content, size: int, grow: float = 0.0) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def render(content: Content | None, style: Style, size: int = IMAGE_SIZE, seed: int = 0) -> np.ndarray:
-    """(size, size, 3) uint8. ``content=None`` renders a style swatch (texture only)."""
+def render(content: Content | None, style: Style, size: int = IMAGE_SIZE, seed: int = 0,
+           outline_width: float = OUTLINE_WIDTH) -> np.ndarray:
+    """(size, size, 3) uint8. ``content=None`` renders a style swatch (texture only); ``outline_width``: px of
+    ground colour round the shape (0: the texture runs up to it)."""
     rng = np.random.default_rng(seed)
     p = pattern(style, size, rng)
     if content is not None:
         inside = shape_mask(content, size)
-        outline = np.clip(shape_mask(content, size, grow=OUTLINE_WIDTH) - inside, 0, 1)
+        outline = np.clip(shape_mask(content, size, grow=outline_width) - inside, 0, 1)
         p = np.maximum(p * (1 - outline), inside)
     fg, bg = np.array(style.fg, np.float32), np.array(style.bg, np.float32)
     image = p[..., None] * fg + (1 - p[..., None]) * bg

@@ -5,7 +5,7 @@ and with the branch off (plain generation). Prompts are generated in batches (th
 far more efficiently on a batch than on one image); a batch's seed is its first prompt's index. StySim is measured to the style image for
 both, so the ratio guided / off says how much the branch moves the image toward the style.
 A ``judge`` (for the demo: a classifier trained on procedural data) decides whether each
-image shows the prompt's content.
+image shows the prompt's content; ``extra_judges`` give second opinions, reported beside it by name.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -61,9 +61,9 @@ class EvalReport:
         off = np.array([r["stysim_off"] for r in self.rows])
         out = {"pairs": len(self.rows), "stysim_guided": float(guided.mean()), "stysim_off": float(off.mean()),
                "stysim_ratio": float(guided.mean() / off.mean())}
-        if self.rows and "content_guided" in self.rows[0]:
-            out["content_accuracy_guided"] = float(np.mean([r["content_guided"] for r in self.rows]))
-            out["content_accuracy_off"] = float(np.mean([r["content_off"] for r in self.rows]))
+        for name in self.judge_names():
+            for kind in ("guided", "off"):
+                out[f"content_accuracy{name}_{kind}"] = float(np.mean([r[f"content{name}_{kind}"] for r in self.rows]))
         for name, _, _ in STYLE_MEASURES:
             if self.rows and f"{name}_guided" in self.rows[0]:
                 out[f"{name}_guided"] = float(np.mean([r[f"{name}_guided"] for r in self.rows]))
@@ -82,6 +82,11 @@ class EvalReport:
         out.update(self.fidelity)
         return out
 
+    def judge_names(self) -> list[str]:
+        """Suffixes of the content judges the rows hold: "" (the judge), then "_NAME" for each extra judge."""
+        keys = self.rows[0] if self.rows else {}
+        return [k[len("content"):-len("_guided")] for k in keys if k.startswith("content") and k.endswith("_guided")]
+
     def to_json(self) -> dict:
         return {"settings": asdict(self.settings), "summary": self.summary(), "rows": self.rows}
 
@@ -90,8 +95,9 @@ class EvalReport:
         lines = [f"{'':24}{'style-guided':>14}{'branch off':>14}",
                  f"{'StySim to style image':24}{s['stysim_guided']:>14.4g}{s['stysim_off']:>14.4g}",
                  f"{'ratio guided/off':24}{s['stysim_ratio']:>14.3f}"]
-        if "content_accuracy_guided" in s:
-            lines.append(f"{'content accuracy':24}{s['content_accuracy_guided']:>14.1%}{s['content_accuracy_off']:>14.1%}")
+        for name in self.judge_names():
+            label = f"content ({name[1:].replace('_', ' ')})" if name else "content accuracy"
+            lines.append(f"{label:24}{s[f'content_accuracy{name}_guided']:>14.1%}{s[f'content_accuracy{name}_off']:>14.1%}")
         for name, label, fmt in STYLE_MEASURES:
             if f"{name}_guided" in s:
                 lines.append(f"{label:24}{s[f'{name}_guided']:>14{fmt}}{s[f'{name}_off']:>14{fmt}}")
@@ -120,7 +126,7 @@ def style_reference(path: Path) -> np.ndarray:
 def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim: StySim,
              settings: EvalSettings = EvalSettings(), judge: Judge | None = None,
              on_pair: Callable[[int, int], None] | None = None,
-             measures: StyleMeasures | None = None) -> EvalReport:
+             measures: StyleMeasures | None = None, extra_judges: Mapping[str, Judge] = {}) -> EvalReport:
     report = EvalReport(settings)
     total = len(prompts) * len(styles) * settings.seeds
     n = settings.images_per_pair
@@ -155,9 +161,10 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
                            "stysim_guided": float(sims_guided[mine].mean()), "stysim_off": float(sims_off[mine].mean())}
                     if family is not None:
                         row["style_family"] = family
-                    if judge is not None:
-                        row["content_guided"] = float(np.mean(judge(guided[mine], [prompt] * n)))
-                        row["content_off"] = float(np.mean(judge(off[mine], [prompt] * n)))
+                    judges = {"": judge, **{f"_{k}": v for k, v in extra_judges.items()}} if judge is not None else {}
+                    for name, judge_of in judges.items():
+                        row[f"content{name}_guided"] = float(np.mean(judge_of(guided[mine], [prompt] * n)))
+                        row[f"content{name}_off"] = float(np.mean(judge_of(off[mine], [prompt] * n)))
                     for kind, values in extra.items():
                         row.update({f"{name}_{kind}": float(v[mine].mean()) for name, v in values.items()})
                     report.rows.append(row)
