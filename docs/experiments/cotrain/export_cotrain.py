@@ -27,11 +27,14 @@ description = {
             f"{cfg.base_style_steps} steps with the anchored branch on centre-anchored textures (base+style stage)",
     "vgg": f"VGG19 blocks 1-3 trained on the demo's procedural images through S ({cfg.vgg_steps} steps; block 4 "
            f"seeded random, seed {cfg.seed}), not ImageNet weights",
-    "branch": "trained on procedural textures fixed to the image centre (self-style), base frozen; coordinates at "
-              "its stem and a global code of S in its time embedding (branch_layout 'anchored')",
+    "branch": ("trained on procedural textures fixed to the image centre (self-style), base frozen" if cfg.branch_steps else
+               f"trained together with the base in the base+style stage ({cfg.base_style_steps} steps, S from the "
+               f"texture without the shape, shape weight {cfg.base_style_shape_weight:g}), not after it")
+              + "; coordinates at its stem and a global code of S in its time embedding (branch_layout 'anchored')",
     "note": shipped["note"],
     "training": {"config": asdict(cfg), "base_config": shipped["training"]["config"],
-                 "seconds": {**shipped["training"]["seconds"], **json.loads((work / "seconds.json").read_text())}},
+                 "seconds": {**{k: v for k, v in shipped["training"]["seconds"].items() if cfg.branch_steps or k != "branch"},
+                             **json.loads((work / "seconds.json").read_text())}},
 }
 export_bundle(base, encoder, branch, out, limits, description=description,
               defaults={"guidance": cfg.guidance, "style_scale": cfg.style_scale})
