@@ -128,6 +128,8 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
              on_pair: Callable[[int, int], None] | None = None,
              measures: StyleMeasures | None = None, extra_judges: Mapping[str, Judge] = {}) -> EvalReport:
     report = EvalReport(settings)
+    # row keys content_guided, content_NAME_guided, ...: the judge, then each extra judge by name
+    judges = {"": judge, **{f"_{k}": v for k, v in extra_judges.items()}} if judge is not None else {}
     total = len(prompts) * len(styles) * settings.seeds
     n = settings.images_per_pair
     per_call = settings.prompts_per_call or max(1, pipe.bundle.manifest["sizes"]["max_images"] // n)
@@ -161,7 +163,6 @@ def evaluate(pipe: StylePipeline, prompts: list[str], styles: list[Path], stysim
                            "stysim_guided": float(sims_guided[mine].mean()), "stysim_off": float(sims_off[mine].mean())}
                     if family is not None:
                         row["style_family"] = family
-                    judges = {"": judge, **{f"_{k}": v for k, v in extra_judges.items()}} if judge is not None else {}
                     for name, judge_of in judges.items():
                         row[f"content{name}_guided"] = float(np.mean(judge_of(guided[mine], [prompt] * n)))
                         row[f"content{name}_off"] = float(np.mean(judge_of(off[mine], [prompt] * n)))

@@ -30,4 +30,4 @@ def make_denoiser(unet, context, guidance, residuals_at):
 
 pipeline.make_denoiser = make_denoiser
 sys.argv = ["stylegen-trt", "eval", *sys.argv[1:]]
-cli.main() if hasattr(cli, "main") else cli.app()
+cli.main()
