@@ -62,22 +62,26 @@ def test_anchored_branch_file_keeps_its_layout(tiny, anchored, tmp_path):
 
 @pytest.mark.parametrize("latent", [8, 5, 16])
 def test_anchored_branch_graph_matches_torch(tiny, anchored, tmp_path, latent):
-    """The coordinates (a Range over the input's size) and the global code's fixed-size Resize export at any size."""
+    """The coordinates (a Range over the input's size) and the global code's fixed-size Resize export at any size;
+    one S with three timesteps gives what three rows of the same S give (the stem runs once, not per row)."""
     import onnxruntime as ort
 
     graph = build_graphs(tiny.base, tiny.encoder, anchored, ExportLimits(32, 128, 64, style_image_size=64))["style_branch"]
     path = tmp_path / "branch.onnx"
     export_graph(graph, path)
     size = anchored.style_map_size(latent, latent)
-    s = torch.rand(3, 1, *size, generator=torch.Generator().manual_seed(latent))  # one S per timestep
+    s = torch.rand(1, 1, *size, generator=torch.Generator().manual_seed(latent))
     t, scale = torch.tensor([417.0, 250.0, 3.0]), torch.tensor([0.8])
     with torch.no_grad():
-        expected = graph.module(s, t, scale)
+        expected = graph.module(s.expand(3, -1, -1, -1).contiguous(), t, scale)  # one S per timestep row
+        alone = [graph.module(s, t[i:i + 1], scale) for i in range(3)]
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
         None, {"style_map": s.numpy(), "timestep": t.numpy(), "style_scale": scale.numpy()})
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
+    assert len(got) == len(expected) == graph.module.num_residuals
+    for k, (g, e) in enumerate(zip(got, expected)):
+        assert g.shape[0] == 3 and np.abs(e.numpy()).max() > 0
         np.testing.assert_allclose(g, e.numpy(), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(g[1:2], alone[1][k].numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_anchored_textures_have_a_fixed_phase():

@@ -160,3 +160,35 @@ def test_style_grid_style_scale_reaches_every_row(pipe, style_images):
     for row in (1, 2):
         assert max_diff(grid[row * 16:(row + 1) * 16, 16:], grid[:16, 16:]) <= 1
         assert max_diff(plain[row * 16:(row + 1) * 16, 16:], plain[:16, 16:]) > 1  # the style shows at its default
+
+
+def test_a_branch_taking_s_once_per_timestep_row_still_runs(styled_bundle, style_images, tmp_path):
+    """Bundles exported before 2026-12-05 take S once per timestep row (style_map dims [branch_steps, 1, ...]);
+    the runtime repeats S for them and they give the same images as the one-S graph."""
+    import json
+    import shutil
+
+    import onnx
+
+    from stylegen_trt.files import sha256_file
+
+    old = tmp_path / "per-row"
+    shutil.copytree(styled_bundle, old, ignore=shutil.ignore_patterns("engines", ".verified*"))
+    model = onnx.load(str(old / "style_branch.onnx"))
+    dim = next(i for i in model.graph.input if i.name == "style_map").type.tensor_type.shape.dim[0]
+    assert dim.dim_value == 1  # the current contract: one S per call
+    dim.dim_param = "branch_steps"
+    onnx.save(model, str(old / "style_branch.onnx"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["graphs"]["style_branch"]["inputs"][0]["dims"][0] = "branch_steps"
+    manifest["files"]["style_branch.onnx"] = {"sha256": sha256_file(old / "style_branch.onnx"),
+                                               "bytes": (old / "style_branch.onnx").stat().st_size}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+
+    request = GenerationRequest("a red circle", seed=1, steps=STEPS, guidance=5.0, style=StyleRequest((style_images[0],)))
+    images = {}
+    for path in (styled_bundle, old):
+        with StylePipeline(open_bundle(path), EngineOptions(threads=2), style_cache_dir=False) as p:
+            images[path] = p.generate(request).images
+            assert p.times.calls["style_branch"] == 1  # all STEPS rows in one call either way
+    assert max_diff(images[styled_bundle], images[old]) <= 1

@@ -48,7 +48,7 @@ def bundle_copy(styled_bundle, tmp_path):
 
 def _feeds(latent=8, rows=1):
     rng = np.random.default_rng(0)
-    return {"style_map": rng.random((rows, 1, 8 * latent, 8 * latent), dtype=np.float32),
+    return {"style_map": rng.random((1, 1, 8 * latent, 8 * latent), dtype=np.float32),  # one S, ``rows`` timesteps
             "timestep": np.linspace(100.0, 900.0, rows).astype(np.float32), "style_scale": np.array([1.0], np.float32)}
 
 

@@ -119,13 +119,14 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
         (TensorSpec("style_map", "float32", ("style_batch", 1, STYLE_MAP_SIZE, STYLE_MAP_SIZE)),),
         {"style_batch": AxisRange(1, 1, limits.max_styles)},
     )
-    # S and t only (no latent), so the runtime can run the branch for many timesteps in one call;
-    # S comes at the size the branch's stem takes (a multiple of the latent when the stem strides)
+    # S and t only (no latent), so the runtime can run the branch for many timesteps in one call; one S
+    # per call, so the stem and the global code (S alone) run once, not once per timestep. S comes at the
+    # size the branch's stem takes (a multiple of the latent when the stem strides)
     stride = branch.stem.stride
     map_dims = ("latent_h", "latent_w") if stride == 1 else (f"latent_h*{stride}", f"latent_w*{stride}")
     branch_spec = GraphSpec(
         "style_branch",
-        (TensorSpec("style_map", "float32", ("branch_steps", 1, *map_dims)),
+        (TensorSpec("style_map", "float32", (1, 1, *map_dims)),
          TensorSpec("timestep", "float32", ("branch_steps",)),
          TensorSpec("style_scale", "float32", (1,))),
         residual_specs(base.unet, "branch_steps"),
@@ -154,7 +155,7 @@ def build_graphs(base: BaseModel, style_encoder: StyleEncoder, branch: StyleBran
                                     lambda: (torch.randint(0, vocab, (2, seq), generator=gen),)),
         "style_encoder": GraphExport(style, style_encoder, lambda: (torch.rand(1, 3, size, size, generator=gen),)),
         "style_branch": GraphExport(branch_spec, branch, lambda: (
-            (torch.rand(1, 1, *branch.style_map_size(h, h), generator=gen) * 3).expand(2, -1, -1, -1).contiguous(),
+            torch.rand(1, 1, *branch.style_map_size(h, h), generator=gen) * 3,
             torch.tensor([500.0, 250.0]),
             torch.tensor([1.0]))),
         "unet": GraphExport(unet, ResidualUNet(base.unet), lambda: (

@@ -171,14 +171,16 @@ class StyleBranch(nn.Module):
         return len(self.down_projections) + 1
 
     def forward(self, style_map: torch.Tensor, timestep: torch.Tensor, style_scale: torch.Tensor):
-        batch = style_map.shape[0]
-        t_emb = self.time_proj(timestep.reshape(-1).expand(batch)).to(style_map.dtype)
-        emb = self.time_embedding(t_emb)
+        """``style_map`` (1 or B, 1, H, W), ``timestep`` (1 or B,): rows broadcast against each other. The stem
+        and the global code see S alone, so one S with many timesteps (the runtime's call) runs them once."""
+        sample = self.stem(style_map)
+        emb = self.time_embedding(self.time_proj(timestep.reshape(-1)).to(style_map.dtype))
         if self.layout == "anchored":
             emb = emb + self.style_code(style_map)
+        emb = emb + sample.new_zeros(sample.shape[0], 1)  # (rows of S) against (rows of t): the larger of the two
+        batch = emb.shape[0]
+        sample = sample.expand(batch, -1, -1, -1)
         context = self.empty_context.to(style_map.dtype).expand(batch, -1, -1)
-
-        sample = self.stem(style_map)
         skips = [sample]
         for block in self.down_blocks:
             if getattr(block, "has_cross_attention", False):

@@ -209,6 +209,8 @@ def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray 
     if style_map is None or not active:
         return lambda t: zeros
     scale_arr = np.array([scale], np.float32)
+    # one S per call (its stem runs once); bundles exported before 2026-12-05 take S once per timestep row
+    s_per_row = isinstance(next(t.dims[0] for t in branch.spec.inputs if t.name == "style_map"), str)
     position = {t: i for i, t in enumerate(active)}  # set lookups: this runs every step
     ready: dict[int, Residuals] = {}
 
@@ -222,7 +224,7 @@ def make_residuals(branch: TimedEngine, zeros: Residuals, style_map: np.ndarray 
         ready.clear()
         batch = active[position[t]:position[t] + chunk]
         # the residuals stay where the branch computed them: the UNet binds them there
-        out = branch.run_device({"style_map": np.repeat(style_map, len(batch), axis=0),
+        out = branch.run_device({"style_map": np.repeat(style_map, len(batch), axis=0) if s_per_row else style_map,
                                  "timestep": np.array(batch, np.float32), "style_scale": scale_arr},
                                 keep=branch.spec.output_names)
         copy = cache is not None  # a cached row must not keep the whole call's output alive
