@@ -328,7 +328,8 @@ def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, v
                                           (["--style-source", "swatch"], "--style-source"),
                                           (["--shape-weight", "0.5"], "--shape-weight"),
                                           (["--shape-weight", "nan"], "--shape-weight"),
-                                          (["--shape-margin", "-1"], "--shape-margin")])
+                                          (["--shape-margin", "-1"], "--shape-margin"),
+                                          (["--texture-caption-rate", "1.5"], "--texture-caption-rate")])
 def test_demo_train_rejects_bad_co_training_options_before_writing(tmp_path, capsys, args, option):
     from stylegen_trt.demo.train import main
 

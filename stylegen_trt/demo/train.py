@@ -16,9 +16,13 @@ Stages (each saved under --work and skipped when already complete, so a re-run r
 Everything is seeded; step counts are fixed so the result does not depend on the machine's speed.
 Each stage checkpoints every ``checkpoint_every`` steps and a re-run resumes it exactly (StageCheckpoint).
 
-The shipped bundle was made by commit 9a04195's recipe (4-7 px textures, no texture captions, base 7000
-steps); the defaults here are the coarser-texture, texture-caption retrain measured in README ("The demo
-model"), which did not beat it and was not shipped.
+The shipped bundle: the base of commit 9a04195's recipe (4-7 px textures, no texture captions, base 7000 steps;
+its weights rebuilt from its graphs, docs/experiments/rebuild-shipped-base/), VGG 800 steps, then the base+style
+stage over it with ``--base-style-steps 8000 --style-source texture --shape-weight 2 --branch-layout anchored
+--branch-steps 0`` (its manifest holds the whole config). With ``--vgg-steps 800 --vae-decoder-steps 6000
+--base-steps 7000 --texture-caption-rate 0`` and those, one command runs that recipe from scratch - on today's
+coarser textures (6-9 px), so a replicate, not the shipped weights. The other defaults here are the
+coarser-texture, texture-caption retrain measured in README ("The demo model"), which did not beat it.
 """
 
 from __future__ import annotations
@@ -692,6 +696,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=DemoConfig.vae_steps)
     parser.add_argument("--vae-decoder-steps", type=int, default=DemoConfig.vae_decoder_steps)
     parser.add_argument("--base-steps", type=int, default=DemoConfig.base_steps)
+    parser.add_argument("--texture-caption-rate", type=float, default=DemoConfig.texture_caption_rate,
+                        help="Fraction (0-1) of the base's captions that name the texture family")
     parser.add_argument("--base-style-steps", type=int, default=DemoConfig.base_style_steps,
                         help="Co-train the base UNet with a style branch this many steps after the base stage (0: skip)")
     parser.add_argument("--content-hold", type=float, default=DemoConfig.base_style_content_hold,
@@ -712,6 +718,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("vgg_steps", "vae_steps", "vae_decoder_steps", "base_steps", "base_style_steps", "branch_steps"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
+    if not 0.0 <= args.texture_caption_rate <= 1.0:
+        parser.error(f"--texture-caption-rate must be between 0 and 1, got {args.texture_caption_rate:g}")
     if not 0.0 <= args.content_hold <= 1.0:
         parser.error(f"--content-hold must be between 0 and 1, got {args.content_hold:g}")
     if not 1.0 <= args.shape_weight < float("inf"):
@@ -730,7 +738,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"{args.base_channels}: give the same --base-channels to resume it, or a new --work")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = DemoConfig(seed=args.seed, vgg_steps=args.vgg_steps, vae_steps=args.vae_steps, vae_decoder_steps=args.vae_decoder_steps,
-                     base_steps=args.base_steps, base_style_steps=args.base_style_steps,
+                     base_steps=args.base_steps, texture_caption_rate=args.texture_caption_rate,
+                     base_style_steps=args.base_style_steps,
                      base_style_content_hold=args.content_hold, base_style_source=args.style_source,
                      base_style_shape_weight=args.shape_weight, base_style_shape_margin=args.shape_margin,
                      branch_steps=args.branch_steps, branch_layout=args.branch_layout, base_channels=base_channels,
