@@ -253,7 +253,7 @@ def test_trt10_build_is_weakly_typed_fp16_with_the_contract_profile(stub10, demo
         feeds = _opt_feeds(spec)
         first, second = engine.run(feeds), engine.run(feeds)
         assert list(first) == spec.output_names and all(first[k] is not second[k] for k in first)
-        assert first["down_res_0"].shape[0] == feeds["style_map"].shape[0]  # the stub resolved the output shape
+        assert first["down_res_0"].shape[0] == feeds["timestep"].shape[0] > 1  # the stub resolved the output shape
     assert not cudart.blocks and cudart.streams == 0  # close freed every buffer and the stream
     # the entry records the whole recipe; a second open reuses it without building or re-hashing the plan
     entry = engine_cache.entry_dir(b.engine_cache_root(), "trt", trt_backend.TrtEngine.cache_fields(
