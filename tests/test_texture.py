@@ -50,12 +50,18 @@ def test_eval_breaks_texture_match_down_by_the_style_family():
     named = style_measures(lambda batch: np.ones(len(batch), int), ("stripes", "dots"))
     assert named.family_name(stripes(0.4, size=128)) == "dots"
     report = EvalReport(EvalSettings())
-    for family, guided, off in (("dots", 1.0, 0.0), ("dots", 0.0, 0.0), ("grid", 1.0, 1.0)):
+    for family, guided, off, content in (("dots", 1.0, 0.0, 1.0), ("dots", 0.0, 0.0, 0.0), ("grid", 1.0, 1.0, 1.0)):
         report.rows.append({"stysim_guided": 1.0, "stysim_off": 2.0, "style_family": family,
-                            "texture_match_guided": guided, "texture_match_off": off})
-    by_family = report.summary()["texture_match_by_family"]
-    assert by_family == {"dots": {"guided": 0.5, "off": 0.0, "pairs": 2}, "grid": {"guided": 1.0, "off": 1.0, "pairs": 1}}
-    assert "dots 50%/0%" in report.table()
+                            "texture_match_guided": guided, "texture_match_off": off,
+                            "content_guided": content, "content_off": 1.0})
+    summary = report.summary()
+    assert summary["texture_match_by_family"] == {"dots": {"guided": 0.5, "off": 0.0, "pairs": 2},
+                                                  "grid": {"guided": 1.0, "off": 1.0, "pairs": 1}}
+    assert summary["content_accuracy_by_family"] == {"dots": {"guided": 0.5, "off": 1.0},
+                                                     "grid": {"guided": 1.0, "off": 1.0}}
+    table = report.table()
+    content_line = next(line for line in table.splitlines() if line.startswith("content by style family"))
+    assert "dots 50%/0%" in table and "dots 50%/100%  grid 100%/100%" in content_line
 
 
 @pytest.fixture(scope="module")
