@@ -1,6 +1,7 @@
 """Export WORK (sd/, vgg19.pth, BRANCH) as the demo bundle OUT, described as what it is (co-trained base).
 
 usage: python export_cotrain.py WORK OUT [BRANCH_FILE]
+WORK/steps.json holds the DemoConfig fields of the run, and optionally "note": how the run departed from them.
 """
 import json, sys
 from dataclasses import asdict
@@ -12,8 +13,10 @@ from stylegen_trt.export.graphs import ExportLimits
 from stylegen_trt.models import loaders
 
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
+steps = json.loads((work / "steps.json").read_text())
+note = steps.pop("note", "")
 cfg = DemoConfig(vgg_steps=800, vae_decoder_steps=6000, base_steps=7000, texture_caption_rate=0.0, branch_layout="anchored",
-                 **json.loads((work / "steps.json").read_text()))
+                 **steps)
 base = loaders.load_base(work / "sd")
 encoder = loaders.load_style_encoder(work / "vgg19.pth")
 branch = loaders.load_branch(base, Path(sys.argv[3]) if len(sys.argv) > 3 else work / "branch.safetensors")
@@ -24,7 +27,8 @@ limits = ExportLimits(min_size=16, max_size=64, native_size=data.IMAGE_SIZE, max
 description = {
     "kind": "demo",
     "base": shipped["base"] + f"; the base of commit 9a04195's recipe (see training.base_config), then co-trained "
-            f"{cfg.base_style_steps} steps with the anchored branch on centre-anchored textures (base+style stage)",
+            f"{cfg.base_style_steps} steps with the anchored branch on centre-anchored textures (base+style stage)"
+            + (f"; {note}" if note else ""),
     "vgg": f"VGG19 blocks 1-3 trained on the demo's procedural images through S ({cfg.vgg_steps} steps; block 4 "
            f"seeded random, seed {cfg.seed}), not ImageNet weights",
     "branch": ("trained on procedural textures fixed to the image centre (self-style), base frozen" if cfg.branch_steps else
