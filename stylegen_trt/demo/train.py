@@ -19,9 +19,10 @@ Each stage checkpoints every ``checkpoint_every`` steps and a re-run resumes it 
 The shipped bundle: the base of commit 9a04195's recipe (4-7 px textures, no texture captions, base 7000 steps;
 its weights rebuilt from its graphs, docs/experiments/rebuild-shipped-base/), VGG 800 steps, then the base+style
 stage over it with ``--base-style-steps 8000 --style-source texture --shape-weight 2 --branch-layout anchored
---branch-steps 0`` (its manifest holds the whole config). With ``--vgg-steps 800 --vae-decoder-steps 6000
---base-steps 7000 --texture-caption-rate 0`` and those, one command runs that recipe from scratch - on today's
-coarser textures (6-9 px), so a replicate, not the shipped weights. The other defaults here are the
+--branch-steps 0`` (its manifest holds the whole config), continued to step 10500 and then for 2000 steps with the
+anchored hatching at 6.5 px, which no flag here sets (docs/experiments/anchored-hatching/ has the commands). With
+``--vgg-steps 800 --vae-decoder-steps 6000 --base-steps 7000 --texture-caption-rate 0`` and those, one command runs
+the 8000-step recipe from scratch - on today's coarser textures (6-9 px), so a replicate, not the shipped weights. The other defaults here are the
 coarser-texture, texture-caption retrain measured in README ("The demo model"), which did not beat it.
 """
 
@@ -124,7 +125,7 @@ class DemoConfig:
     branch_batch: int = 32
     branch_learning_rate: float = 5e-4
     # the bundle's default CFG scale. The co-trained base draws its shapes with little guidance and strong guidance
-    # pushes the texture into them: the shipped model's content 77.4% at CFG 4, 88.7% at 1.75, its texture kept
+    # pushes the texture into them: the 8000-step model's content 77.4% at CFG 4, 88.7% at 1.75, its texture kept
     # (family match 79.5%; 336 pairs; docs/experiments/cotrain-longest/). The base of commit 9a04195 alone used 4
     guidance: float = 1.75
     # the bundle's default style scale: the co-trained pair was trained at 1 (0.7 at CFG 4: family match 80.1% against
