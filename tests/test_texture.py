@@ -57,8 +57,8 @@ def test_eval_breaks_texture_match_down_by_the_style_family():
     summary = report.summary()
     assert summary["texture_match_by_family"] == {"dots": {"guided": 0.5, "off": 0.0, "pairs": 2},
                                                   "grid": {"guided": 1.0, "off": 1.0, "pairs": 1}}
-    assert summary["content_accuracy_by_family"] == {"dots": {"guided": 0.5, "off": 1.0},
-                                                     "grid": {"guided": 1.0, "off": 1.0}}
+    assert summary["content_accuracy_by_family"] == {"dots": {"guided": 0.5, "off": 1.0, "pairs": 2},
+                                                     "grid": {"guided": 1.0, "off": 1.0, "pairs": 1}}
     table = report.table()
     content_line = next(line for line in table.splitlines() if line.startswith("content by style family"))
     assert "dots 50%/0%" in table and "dots 50%/100%  grid 100%/100%" in content_line

@@ -68,24 +68,27 @@ class EvalReport:
             if self.rows and f"{name}_guided" in self.rows[0]:
                 out[f"{name}_guided"] = float(np.mean([r[f"{name}_guided"] for r in self.rows]))
                 out[f"{name}_off"] = float(np.mean([r[f"{name}_off"] for r in self.rows]))
-        families = sorted({r["style_family"] for r in self.rows if "style_family" in r and "texture_match_guided" in r})
-        if families:  # which textures come through and which do not
-            out["texture_match_by_family"] = {
-                f: {"guided": float(np.mean([r["texture_match_guided"] for r in self.rows if r.get("style_family") == f])),
-                    "off": float(np.mean([r["texture_match_off"] for r in self.rows if r.get("style_family") == f])),
-                    "pairs": sum(r.get("style_family") == f for r in self.rows)} for f in families}
-        families = sorted({r["style_family"] for r in self.rows if "style_family" in r and "content_guided" in r})
-        if families:  # where the shapes get lost (the demo: in grain, where its content judge is least sure)
-            out["content_accuracy_by_family"] = {
-                f: {"guided": float(np.mean([r["content_guided"] for r in self.rows if r.get("style_family") == f])),
-                    "off": float(np.mean([r["content_off"] for r in self.rows if r.get("style_family") == f]))}
-                for f in families}
+        # which textures come through, and where the shapes get lost (the demo: grain, where its judge is least sure)
+        for measure, key in (("texture_match", "texture_match_by_family"), ("content", "content_accuracy_by_family")):
+            by_family = self._by_family(measure)
+            if by_family:
+                out[key] = by_family
         seeds = sorted({r["seed"] for r in self.rows if "seed" in r})
         if len(seeds) > 1:  # the spread the pooled figures hide
             out["stysim_ratio_per_seed"] = {
                 str(seed): float(np.mean([r["stysim_guided"] for r in self.rows if r["seed"] == seed]) /
                                  np.mean([r["stysim_off"] for r in self.rows if r["seed"] == seed])) for seed in seeds}
         out.update(self.fidelity)
+        return out
+
+    def _by_family(self, measure: str) -> dict:
+        """{style family: {"guided", "off": mean of ``measure``, "pairs"}} over the rows that have both."""
+        rows = [r for r in self.rows if "style_family" in r and f"{measure}_guided" in r]
+        out = {}
+        for family in sorted({r["style_family"] for r in rows}):
+            mine = [r for r in rows if r["style_family"] == family]
+            out[family] = {kind: float(np.mean([r[f"{measure}_{kind}"] for r in mine])) for kind in ("guided", "off")}
+            out[family]["pairs"] = len(mine)
         return out
 
     def judge_names(self) -> list[str]:
