@@ -44,7 +44,7 @@ def test_style_measures_report_per_image_values():
     assert not hasattr(style_measures(lambda batch: np.zeros(len(batch), int)), "family_name")
 
 
-def test_eval_breaks_texture_match_down_by_the_style_family():
+def test_eval_breaks_texture_match_and_content_down_by_the_style_family():
     from stylegen_trt.metrics.evaluate import EvalReport, EvalSettings
 
     named = style_measures(lambda batch: np.ones(len(batch), int), ("stripes", "dots"))

@@ -114,13 +114,11 @@ class EvalReport:
                             ("clipsim", "CLIPSIM to prompt")):
             if f"{name}_guided" in s:
                 lines.append(f"{label:24}{s[f'{name}_guided']:>14.4g}{s[f'{name}_off']:>14.4g}")
-        if "texture_match_by_family" in s:
-            lines.append(f"{'match by style family':24}" + "  ".join(
-                f"{k} {v['guided']:.0%}/{v['off']:.0%}" for k, v in s["texture_match_by_family"].items()) + " (guided/off)")
-        if "content_accuracy_by_family" in s:
-            lines.append(f"{'content by style family':24}" + "  ".join(
-                f"{k} {v['guided']:.0%}/{v['off']:.0%}" for k, v in s["content_accuracy_by_family"].items())
-                + " (guided/off)")
+        for key, label in (("texture_match_by_family", "match by style family"),
+                           ("content_accuracy_by_family", "content by style family")):
+            if key in s:
+                lines.append(f"{label:24}" + "  ".join(f"{k} {v['guided']:.0%}/{v['off']:.0%}" for k, v in s[key].items())
+                             + " (guided/off)")
         if "stysim_ratio_per_seed" in s:
             lines.append(f"{'ratio per seed':24}" + "  ".join(f"{k}: {v:.3f}" for k, v in s["stysim_ratio_per_seed"].items()))
         lines.append(f"pairs: {s['pairs'] // self.settings.seeds} x {self.settings.images_per_pair} image(s) x "
