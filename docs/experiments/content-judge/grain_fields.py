@@ -5,7 +5,8 @@ palettes - for the anchored grain field (the shipped model's training target) an
 (phases 0.000 ... 0.039), judged by the fixed and the any-outline content judges.
 (2) The shipped demo model's style-guided images for the eval's 8 prompts on its three grain swatches (seed 0,
 exactly as `stylegen-trt eval` makes them), each tile marked red where the fixed judge rejects it, blue where the
-any-outline judge does; beside them the anchored grain exact renders, marked the same way.
+any-outline judge does; under each row the anchored grain exact renders, marked the same way, headed by the
+anchored grain field itself in the swatch's colours.
 usage: python grain_fields.py [OUT.png]   (~1 min on one core)"""
 import sys
 import tempfile
@@ -76,11 +77,10 @@ def main(out: Path) -> None:
             k = slice(s * 8, (s + 1) * 8)
             rows.append(np.concatenate([tile(swatch, True, True)] + [tile(i, f, a) for i, f, a in
                                         zip(images[k], fixed_ok[k], any_ok[k])], 1))
-            fg, bg = texture_judge_palette(swatch)
-            exact = np.stack([data.render(c, data.Style(GRAIN, fg, bg, data.ANCHORED_PERIOD, 0.0, 0.0, True))
-                              for c in contents[::3]])
+            target = data.Style(GRAIN, *texture_judge_palette(swatch), data.ANCHORED_PERIOD, 0.0, 0.0, True)
+            exact = np.stack([data.render(c, target) for c in contents[::3]])
             ef, ea = judged(exact, eval_prompts, (fixed, anyo))
-            rows.append(np.concatenate([tile(np.full_like(swatch, 255), True, True)] +
+            rows.append(np.concatenate([tile(data.render(None, target), True, True)] +
                                        [tile(i, f, a) for i, f, a in zip(exact, ef, ea)], 1))
     Image.fromarray(np.concatenate(rows, 0)).save(out)
     print("wrote", out)
