@@ -102,6 +102,35 @@ def test_anchored_textures_have_a_fixed_phase():
     assert not any(s.anchored for s in data.sample_batch(np.random.default_rng(3), 8)[3])
 
 
+def test_hatching_period_changes_only_hatching_and_follows_the_stage_schedule():
+    """DemoConfig.anchored_hatching_periods: the shipped stage drew anchored hatching at 7.5 px for 10500 steps,
+    then at 6.5 (docs/experiments/anchored-hatching/). The period is not drawn, so the same draws give the same
+    styles with only hatching's period changed - what the experiment's wrapper round anchored_style drew."""
+    import dataclasses
+
+    from stylegen_trt.demo.train import batches, parse_hatching_periods
+
+    hatching = data.TEXTURES.index("hatching")
+    plain = [data.anchored_style(np.random.default_rng(k)) for k in range(60)]
+    finer = [data.anchored_style(np.random.default_rng(k), None, 6.5) for k in range(60)]
+    assert {s.texture for s in plain} >= {hatching, data.TEXTURES.index("dots")}
+    assert finer == [dataclasses.replace(s, period=6.5) if s.texture == hatching else s for s in plain]
+
+    schedule = parse_hatching_periods("0:7.5,2:6.5")
+    assert schedule == ((0, 7.5), (2, 6.5))
+    switched, before, after = (batches(12, 16, texture_phase="anchored", hatching_periods=periods)
+                               for periods in (schedule, ((0, 7.5),), ((0, 6.5),)))
+    for index in range(4):
+        got, want = next(switched), next(before if index < 2 else after)
+        other = next(after if index < 2 else before)
+        assert torch.equal(got[0], want[0]) and got[1] == want[1]
+        periods = {s.period for s in switched.last_styles if s.texture == hatching}
+        assert periods == {7.5 if index < 2 else 6.5}
+        assert not torch.equal(got[0], other[0])  # each batch draws hatching, so the period shows
+    resumed = batches(12, 16, start=3, texture_phase="anchored", hatching_periods=schedule)
+    assert torch.equal(next(resumed)[0], got[0])  # a resumed stage picks the schedule up at its step
+
+
 def test_demo_stages_train_the_anchored_layout_on_anchored_textures(tmp_path, monkeypatch):
     """base+style and the branch stage both build the anchored branch and draw centre-anchored textures."""
     from stylegen_trt.demo import train as demo_train

@@ -329,7 +329,11 @@ def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, v
                                           (["--shape-weight", "0.5"], "--shape-weight"),
                                           (["--shape-weight", "nan"], "--shape-weight"),
                                           (["--shape-margin", "-1"], "--shape-margin"),
-                                          (["--texture-caption-rate", "1.5"], "--texture-caption-rate")])
+                                          (["--texture-caption-rate", "1.5"], "--texture-caption-rate"),
+                                          (["--hatching-periods", "100:6.5"], "--hatching-periods"),
+                                          (["--hatching-periods", "0:7.5,0:6.5"], "--hatching-periods"),
+                                          (["--hatching-periods", "0:1"], "--hatching-periods"),
+                                          (["--hatching-periods", "0-7.5"], "--hatching-periods")])
 def test_demo_train_rejects_bad_co_training_options_before_writing(tmp_path, capsys, args, option):
     from stylegen_trt.demo.train import main
 
