@@ -265,6 +265,15 @@ def test_demo_shape_weights_cover_the_shape_and_its_outline():
     wider = _shape_weights(contents, 16, 5.0, margin=2.0)[:, 0] == 5.0
     assert wider[footprint].all() and wider.sum() > footprint.sum()
 
+    per_shape = _shape_weights(data.all_contents(), 16, 5.0, weighting="shape")[:, 0] - 1.0
+    per_pixel = _shape_weights(data.all_contents(), 16, 5.0)[:, 0] - 1.0
+    totals = per_shape.sum(dim=(1, 2))
+    assert torch.allclose(totals, totals[0].expand_as(totals))  # a small cross carries as much as a large square
+    assert torch.isclose(totals.mean(), per_pixel.sum(dim=(1, 2)).mean())  # as much in all as "pixel"
+    assert torch.equal(per_shape > 0, per_pixel > 0)  # on the same pixels
+    small, large = per_shape[0].max(), per_shape[1].max()  # small and large circle on the left
+    assert small > 4.0 > large
+
     prediction, target = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0)), torch.zeros(2, 4, 16, 16)
     assert torch.allclose(_weighted_mse(prediction, target, torch.full((2, 1, 16, 16), 3.0)),
                           torch.nn.functional.mse_loss(prediction, target))
@@ -329,6 +338,7 @@ def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, v
                                           (["--shape-weight", "0.5"], "--shape-weight"),
                                           (["--shape-weight", "nan"], "--shape-weight"),
                                           (["--shape-margin", "-1"], "--shape-margin"),
+                                          (["--shape-weighting", "area"], "--shape-weighting"),
                                           (["--texture-caption-rate", "1.5"], "--texture-caption-rate"),
                                           (["--hatching-periods", "100:6.5"], "--hatching-periods"),
                                           (["--hatching-periods", "0:7.5,0:6.5"], "--hatching-periods"),

@@ -48,6 +48,7 @@ from stylegen_trt.models.style_branch import BRANCH_LAYOUTS, BranchLayout
 log = logging.getLogger("stylegen_trt.demo.train")
 
 StyleSource = Literal["image", "texture"]
+ShapeWeighting = Literal["pixel", "shape"]
 
 MAX_TOKENS = 16  # demo prompts are at most 8 words
 
@@ -114,6 +115,11 @@ class DemoConfig:
     # px of texture beyond the outline weighted with the shape: where the texture must stop short of the shape
     # (the guided images' small circles read as crosses where stripes or dots ran into them)
     base_style_shape_margin: float = 0.0
+    # "pixel": every pixel of a shape and its outline weighted ``base_style_shape_weight``; "shape": each image's
+    # extra weight spread over its shape, so a small shape (a small cross: 20 latent px with its outline) carries as
+    # much as a large square (64) - the same in total as "pixel" over all contents. The shipped model's content misses
+    # are small shapes whose outline the texture runs into (small circle on the left 67.5%, large shapes 96-100%)
+    base_style_shape_weighting: ShapeWeighting = "pixel"
     # "anchored": the branch gets image-space coordinates at its stem and a global code of S in its time
     # embedding, and learns from textures whose phase is fixed to the image centre (data.anchored_style):
     # a branch that never sees x_t can only paint a pattern at a fixed phase (README "The demo model"). With an
@@ -584,7 +590,7 @@ def train_base_with_style(work: Path, cfg: DemoConfig, device: str = "cpu") -> N
         residuals = branch(style, t.float(), style_on)
         prediction = unet(noisy, t.float(), context, *residuals)
         weights = _shape_weights(stream.last_contents, x0.shape[-1], cfg.base_style_shape_weight,
-                                 cfg.base_style_shape_margin)
+                                 cfg.base_style_shape_margin, cfg.base_style_shape_weighting)
         weights = None if weights is None else weights.to(device)
         loss = _weighted_mse(prediction, target, weights)
         opt.zero_grad(set_to_none=True)
@@ -605,13 +611,20 @@ def train_base_with_style(work: Path, cfg: DemoConfig, device: str = "cpu") -> N
     shutil.rmtree(work / "base-style.teacher", ignore_errors=True)
 
 
-def _shape_weights(contents: list[data.Content], size: int, weight: float, margin: float = 0.0) -> torch.Tensor | None:
-    """(B, 1, size, size): ``weight`` on each image's shape, its outline and ``margin`` px beyond, at latent
-    resolution, 1 elsewhere; None for weight 1 (the plain v-MSE)."""
+def _shape_weights(contents: list[data.Content], size: int, weight: float, margin: float = 0.0,
+                   weighting: ShapeWeighting = "pixel") -> torch.Tensor | None:
+    """(B, 1, size, size): 1 + the extra weight on each image's shape, its outline and ``margin`` px beyond, at
+    latent resolution, 1 elsewhere; None for weight 1 (the plain v-MSE). "pixel": ``weight`` on every such pixel;
+    "shape": the extra ``weight - 1`` scaled by the mean mask area over all demo contents / this mask's area."""
     if weight == 1.0:
         return None
-    masks = np.stack([data.shape_mask(c, size, grow=data.OUTLINE_WIDTH + margin) for c in contents])
-    return torch.from_numpy(1.0 + (weight - 1.0) * masks)[:, None]
+    grow = data.OUTLINE_WIDTH + margin
+    masks = np.stack([data.shape_mask(c, size, grow=grow) for c in contents])
+    extra = np.full(len(contents), weight - 1.0)
+    if weighting == "shape":
+        mean_area = np.mean([data.shape_mask(c, size, grow=grow).sum() for c in data.all_contents()])
+        extra *= mean_area / masks.sum(axis=(1, 2))
+    return torch.from_numpy(1.0 + extra[:, None, None] * masks)[:, None]
 
 
 def _weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -744,6 +757,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="Co-training S from the training image (self-style) or its texture alone")
     parser.add_argument("--shape-weight", type=float, default=DemoConfig.base_style_shape_weight,
                         help="Weight (>= 1) of the co-training loss on each image's shape and outline (1: plain v-MSE)")
+    parser.add_argument("--shape-weighting", choices=("pixel", "shape"), default=DemoConfig.base_style_shape_weighting,
+                        help="--shape-weight on every shape pixel, or spread so each shape carries the same in total")
     parser.add_argument("--shape-margin", type=float, default=DemoConfig.base_style_shape_margin,
                         help="Px (>= 0) of texture beyond the outline that --shape-weight also counts")
     parser.add_argument("--branch-steps", type=int, default=DemoConfig.branch_steps)
@@ -787,6 +802,7 @@ def main(argv: list[str] | None = None) -> None:
                      base_style_steps=args.base_style_steps,
                      base_style_content_hold=args.content_hold, base_style_source=args.style_source,
                      base_style_shape_weight=args.shape_weight, base_style_shape_margin=args.shape_margin,
+                     base_style_shape_weighting=args.shape_weighting,
                      branch_steps=args.branch_steps, branch_layout=args.branch_layout,
                      anchored_hatching_periods=hatching_periods, base_channels=base_channels,
                      threads=args.threads)
