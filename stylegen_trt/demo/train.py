@@ -118,7 +118,9 @@ class DemoConfig:
     # "pixel": every pixel of a shape and its outline weighted ``base_style_shape_weight``; "shape": each image's
     # extra weight spread over its shape, so a small shape (a small cross: 20 latent px with its outline) carries as
     # much as a large square (64) - the same in total as "pixel" over all contents. The shipped model's content misses
-    # are small shapes whose outline the texture runs into (small circle on the left 67.5%, large shapes 96-100%)
+    # are small shapes (small circle on the left 67%, large shapes 93-100%), but the shipped stage's last 2000 steps
+    # run with "shape" left them where they were (67-69%) and cost 8-10 points of texture match
+    # (docs/experiments/shape-weighting/): the misses are texture running into the shape's ground ring
     base_style_shape_weighting: ShapeWeighting = "pixel"
     # "anchored": the branch gets image-space coordinates at its stem and a global code of S in its time
     # embedding, and learns from textures whose phase is fixed to the image centre (data.anchored_style):
