@@ -44,14 +44,15 @@ def test_style_measures_report_per_image_values():
     assert not hasattr(style_measures(lambda batch: np.zeros(len(batch), int)), "family_name")
 
 
-def test_eval_breaks_texture_match_and_content_down_by_the_style_family():
+def test_eval_breaks_texture_match_and_content_down_by_style_family_and_prompt():
     from stylegen_trt.metrics.evaluate import EvalReport, EvalSettings
 
     named = style_measures(lambda batch: np.ones(len(batch), int), ("stripes", "dots"))
     assert named.family_name(stripes(0.4, size=128)) == "dots"
     report = EvalReport(EvalSettings())
-    for family, guided, off, content in (("dots", 1.0, 0.0, 1.0), ("dots", 0.0, 0.0, 0.0), ("grid", 1.0, 1.0, 1.0)):
-        report.rows.append({"stysim_guided": 1.0, "stysim_off": 2.0, "style_family": family,
+    for family, guided, off, content, prompt in (("dots", 1.0, 0.0, 1.0, "b small"), ("dots", 0.0, 0.0, 0.0, "a large"),
+                                                 ("grid", 1.0, 1.0, 1.0, "b small")):
+        report.rows.append({"prompt": prompt, "stysim_guided": 1.0, "stysim_off": 2.0, "style_family": family,
                             "texture_match_guided": guided, "texture_match_off": off,
                             "content_guided": content, "content_off": 1.0})
     summary = report.summary()
@@ -62,6 +63,11 @@ def test_eval_breaks_texture_match_and_content_down_by_the_style_family():
     table = report.table()
     content_line = next(line for line in table.splitlines() if line.startswith("content by style family"))
     assert "dots 50%/0%" in table and "dots 50%/100%  grid 100%/100%" in content_line
+    assert summary["content_accuracy_by_prompt"] == {"b small": {"guided": 1.0, "off": 1.0, "pairs": 2},
+                                                     "a large": {"guided": 0.0, "off": 1.0, "pairs": 1}}  # as given
+    lines = table.splitlines()
+    at = lines.index("content by prompt (guided/off)")
+    assert lines[at + 1:at + 3] == ["  b small   100%/100%", "  a large     0%/100%"]
 
 
 @pytest.fixture(scope="module")

@@ -68,11 +68,14 @@ class EvalReport:
             if self.rows and f"{name}_guided" in self.rows[0]:
                 out[f"{name}_guided"] = float(np.mean([r[f"{name}_guided"] for r in self.rows]))
                 out[f"{name}_off"] = float(np.mean([r[f"{name}_off"] for r in self.rows]))
-        # which textures come through, and where the shapes get lost (the demo: grain, where its judge is least sure)
-        for measure, key in (("texture_match", "texture_match_by_family"), ("content", "content_accuracy_by_family")):
-            by_family = self._by_family(measure)
-            if by_family:
-                out[key] = by_family
+        # which textures come through, and where the shapes get lost (the demo: grain, where its judge is least
+        # sure, and the small shapes, which texture running into them turns into crosses)
+        for measure, group, key in (("texture_match", "style_family", "texture_match_by_family"),
+                                    ("content", "style_family", "content_accuracy_by_family"),
+                                    ("content", "prompt", "content_accuracy_by_prompt")):
+            grouped = self._grouped(measure, group)
+            if grouped:
+                out[key] = grouped
         seeds = sorted({r["seed"] for r in self.rows if "seed" in r})
         if len(seeds) > 1:  # the spread the pooled figures hide
             out["stysim_ratio_per_seed"] = {
@@ -81,14 +84,16 @@ class EvalReport:
         out.update(self.fidelity)
         return out
 
-    def _by_family(self, measure: str) -> dict:
-        """{style family: {"guided", "off": mean of ``measure``, "pairs"}} over the rows that have both."""
-        rows = [r for r in self.rows if "style_family" in r and f"{measure}_guided" in r]
+    def _grouped(self, measure: str, group: str) -> dict:
+        """{row[group]: {"guided", "off": mean of ``measure``, "pairs"}} over the rows that have both, style
+        families sorted, prompts in the order given."""
+        rows = [r for r in self.rows if group in r and f"{measure}_guided" in r]
+        keys = dict.fromkeys(r[group] for r in rows)
         out = {}
-        for family in sorted({r["style_family"] for r in rows}):
-            mine = [r for r in rows if r["style_family"] == family]
-            out[family] = {kind: float(np.mean([r[f"{measure}_{kind}"] for r in mine])) for kind in ("guided", "off")}
-            out[family]["pairs"] = len(mine)
+        for key in (sorted(keys) if group == "style_family" else keys):
+            mine = [r for r in rows if r[group] == key]
+            out[key] = {kind: float(np.mean([r[f"{measure}_{kind}"] for r in mine])) for kind in ("guided", "off")}
+            out[key]["pairs"] = len(mine)
         return out
 
     def judge_names(self) -> list[str]:
@@ -119,6 +124,11 @@ class EvalReport:
             if key in s:
                 lines.append(f"{label:24}" + "  ".join(f"{k} {v['guided']:.0%}/{v['off']:.0%}" for k, v in s[key].items())
                              + " (guided/off)")
+        if "content_accuracy_by_prompt" in s:
+            width = max(map(len, s["content_accuracy_by_prompt"]))
+            lines.append("content by prompt (guided/off)")
+            lines.extend(f"  {prompt:<{width}}  {v['guided']:>5.0%}/{v['off']:.0%}"
+                         for prompt, v in s["content_accuracy_by_prompt"].items())
         if "stysim_ratio_per_seed" in s:
             lines.append(f"{'ratio per seed':24}" + "  ".join(f"{k}: {v:.3f}" for k, v in s["stysim_ratio_per_seed"].items()))
         lines.append(f"pairs: {s['pairs'] // self.settings.seeds} x {self.settings.images_per_pair} image(s) x "
