@@ -18,9 +18,10 @@ Each stage checkpoints every ``checkpoint_every`` steps and a re-run resumes it 
 
 The shipped bundle: the base of commit 9a04195's recipe (4-7 px textures, no texture captions, base 7000 steps;
 its weights rebuilt from its graphs, docs/experiments/rebuild-shipped-base/), VGG 800 steps, then the base+style
-stage over it with ``--base-style-steps 8000 --style-source texture --shape-weight 2 --branch-layout anchored
---branch-steps 0 --base-style-steps 12500 --hatching-periods 0:7.5,10500:6.5`` (its manifest holds the whole config;
-run as a stage to 10500 and its checkpoint continued with the 6.5-px hatching, docs/experiments/anchored-hatching/).
+stage over it with ``--base-style-steps 12500 --style-source texture --shape-weight 2 --branch-layout anchored
+--branch-steps 0 --hatching-periods 0:7.5,10500:6.5`` (its manifest holds the whole config;
+run on one thread as a stage to 10500 and its checkpoint continued with the 6.5-px hatching,
+docs/experiments/anchored-hatching/; another thread count rounds differently, so gives a replicate, not those bits).
 With ``--vgg-steps 800 --vae-decoder-steps 6000 --base-steps 7000 --texture-caption-rate 0`` and those, one command
 runs that recipe from scratch - on today's coarser textures (6-9 px), so a replicate, not the shipped weights. The other defaults here are the
 coarser-texture, texture-caption retrain measured in README ("The demo model"), which did not beat it.
