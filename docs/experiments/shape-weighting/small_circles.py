@@ -1,7 +1,8 @@
-"""'a small circle on the left' over the eval's 21 swatches, sampler seeds 0-3, generated as `eval` generates them (the
+"""'a small circle on the left' (or eval's prompt number INDEX, 0-7) over the eval's 21 swatches, sampler seeds 0-3, generated as `eval` generates them (the
 acceptance test's 8 prompts in one batch per seed), each cell framed by the fixed content judge's verdict: green =
-circle on the left, red = what it read instead (printed). One row per swatch, the swatch first. Record of a look.
-usage: python small_circles.py BUNDLE OUT.png"""
+the prompt's shape and position, red = what it read instead (printed). One row per swatch, the swatch first.
+Record of a look.
+usage: python small_circles.py BUNDLE OUT.png [INDEX]"""
 import sys
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from stylegen_trt.runtime.pipeline import StylePipeline
 from stylegen_trt.runtime.requests import build_request
 
 bundle, out = Path(sys.argv[1]), Path(sys.argv[2])
-prompts = tuple(c.prompt for c in data.all_contents()[::3])  # eval's demo prompts; the first is the small circle
+contents = data.all_contents()[::3]  # eval's demo prompts; the first is the small circle on the left
+prompts = tuple(c.prompt for c in contents)
+index = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+wanted = contents[index]
 swatch_dir = out.parent / "swatches.tmp"
 swatch_dir.mkdir(exist_ok=True)
 model = classifier.load()
@@ -34,10 +38,10 @@ with StylePipeline(b, engine_options("ort", "auto", threads=1)) as pipe:
         Image.fromarray(swatch).save(path)
         row = [framed(np.array(Image.fromarray(swatch).resize((32, 32), Image.NEAREST)), (255, 255, 255))]
         for seed in range(4):
-            image = pipe.generate(build_request(b.manifest, prompts, styles=(path,), seed=seed)).images[:1]
+            image = pipe.generate(build_request(b.manifest, prompts, styles=(path,), seed=seed)).images[index:index + 1]
             image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8) if image.dtype != np.uint8 else image
             seen = classifier.predict(model, image)[0]
-            ok = (seen.shape, seen.position) == (0, 0)
+            ok = (seen.shape, seen.position) == (wanted.shape, wanted.position)
             wrong += not ok
             if not ok:
                 print(name, seed, "read as", data.SHAPES[seen.shape], data.POSITIONS[seen.position])
