@@ -354,6 +354,27 @@ def test_demo_train_rejects_bad_co_training_options_before_writing(tmp_path, cap
     assert not (tmp_path / "work").exists()
 
 
+def test_demo_train_passes_the_co_training_schedule_and_weighting_to_its_stages(tmp_path, monkeypatch):
+    from stylegen_trt.demo import train as demo_train
+
+    class Captured(Exception):
+        pass
+
+    def capture(work, cfg):
+        raise Captured(cfg)
+
+    monkeypatch.setattr(demo_train.loaders, "make_tiny_vgg", lambda path, seed: None)
+    monkeypatch.setattr(demo_train, "train_vae", capture)
+    configs = []
+    for args in ([], ["--hatching-periods", "0:7.5,10500:6.5", "--shape-weighting", "shape"]):
+        with pytest.raises(Captured) as caught:
+            demo_train.main(["--work", str(tmp_path / "work"), *args])
+        configs.append(caught.value.args[0])
+    assert configs[0].anchored_hatching_periods == ((0, 7.5),) and configs[0].base_style_shape_weighting == "pixel"
+    assert configs[1].anchored_hatching_periods == ((0, 7.5), (10500, 6.5))
+    assert configs[1].base_style_shape_weighting == "shape"
+
+
 def test_demo_train_refuses_another_width_over_a_trained_base(tmp_path, capsys):
     from stylegen_trt.demo.train import DemoConfig, main, new_base_unet
 
