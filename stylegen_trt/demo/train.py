@@ -54,6 +54,7 @@ ShapeWeighting = Literal["pixel", "shape"]
 MAX_TOKENS = 16  # demo prompts are at most 8 words
 
 HatchingPeriods = tuple[tuple[int, float], ...]  # (steps a stage has done, period from there) pairs
+ONE_HATCHING_PERIOD: HatchingPeriods = ((0, data.ANCHORED_PERIOD),)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class DemoConfig:
     # at 0. At 7.5 px the co-trained model drew its target faithfully and the texture judge read it as grid (hatching
     # ~0%); at 6.5 from the start of the stage it drew hatching and lost dots; the shipped stage switched after
     # 10500 steps: ((0, 7.5), (10500, 6.5)), family match 79.5% -> 89.9% (docs/experiments/anchored-hatching/)
-    anchored_hatching_periods: HatchingPeriods = ((0, data.ANCHORED_PERIOD),)
+    anchored_hatching_periods: HatchingPeriods = ONE_HATCHING_PERIOD
     branch_steps: int = 1500
     branch_batch: int = 32
     branch_learning_rate: float = 5e-4
@@ -178,7 +179,7 @@ class DemoBatches:
 
     def __init__(self, seed: int, batch: int, start: int = 0, name_texture: float = 0.0,
                  texture_phase: data.TexturePhase = "random",
-                 hatching_periods: HatchingPeriods = ((0, data.ANCHORED_PERIOD),)):
+                 hatching_periods: HatchingPeriods = ONE_HATCHING_PERIOD):
         self.seed, self.batch, self.index, self.name_texture = seed, batch, start, name_texture
         self.texture_phase, self.hatching_periods = texture_phase, hatching_periods
         self.last_styles: list[data.Style] = []  # the styles of the batch last given
@@ -211,7 +212,7 @@ class DemoBatches:
 
 def batches(seed: int, batch: int, start: int = 0, name_texture: float = 0.0,
             texture_phase: data.TexturePhase = "random",
-            hatching_periods: HatchingPeriods = ((0, data.ANCHORED_PERIOD),)) -> DemoBatches:
+            hatching_periods: HatchingPeriods = ONE_HATCHING_PERIOD) -> DemoBatches:
     return DemoBatches(seed, batch, start, name_texture, texture_phase, hatching_periods)
 
 
