@@ -204,7 +204,8 @@ def test_demo_stage_cut_off_resumes_exactly(tmp_path, stage, hold, source, shape
     torch.set_num_threads(1)
     cfg = DemoConfig(vgg_steps=4, vgg_batch=4, vae_steps=2, vae_batch=4, vae_decoder_steps=4, base_steps=4, base_batch=4,
                      base_style_steps=4, checkpoint_every=2, base_style_content_hold=hold,
-                     base_style_source=source, base_style_shape_weight=shape_weight)
+                     base_style_source=source, base_style_shape_weight=shape_weight,
+                     base_style_lr_decay_steps=3 if hold else 0)  # the decay's rates from the step, not the run
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     _demo_stages(whole, cfg)
     with pytest.raises(KeyboardInterrupt):
@@ -343,7 +344,8 @@ def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, v
                                           (["--hatching-periods", "100:6.5"], "--hatching-periods"),
                                           (["--hatching-periods", "0:7.5,0:6.5"], "--hatching-periods"),
                                           (["--hatching-periods", "0:1"], "--hatching-periods"),
-                                          (["--hatching-periods", "0-7.5"], "--hatching-periods")])
+                                          (["--hatching-periods", "0-7.5"], "--hatching-periods"),
+                                          (["--lr-decay-steps", "-1"], "--lr-decay-steps")])
 def test_demo_train_rejects_bad_co_training_options_before_writing(tmp_path, capsys, args, option):
     from stylegen_trt.demo.train import main
 
@@ -366,13 +368,46 @@ def test_demo_train_passes_the_co_training_schedule_and_weighting_to_its_stages(
     monkeypatch.setattr(demo_train.loaders, "make_tiny_vgg", lambda path, seed: None)
     monkeypatch.setattr(demo_train, "train_vae", capture)
     configs = []
-    for args in ([], ["--hatching-periods", "0:7.5,10500:6.5", "--shape-weighting", "shape"]):
+    for args in ([], ["--hatching-periods", "0:7.5,10500:6.5", "--shape-weighting", "shape", "--lr-decay-steps", "2000"]):
         with pytest.raises(Captured) as caught:
             demo_train.main(["--work", str(tmp_path / "work"), *args])
         configs.append(caught.value.args[0])
     assert configs[0].anchored_hatching_periods == ((0, 7.5),) and configs[0].base_style_shape_weighting == "pixel"
     assert configs[1].anchored_hatching_periods == ((0, 7.5), (10500, 6.5))
     assert configs[1].base_style_shape_weighting == "shape"
+    assert (configs[0].base_style_lr_decay_steps, configs[1].base_style_lr_decay_steps) == (0, 2000)
+
+
+def test_demo_lr_decay_falls_linearly_over_the_last_steps():
+    from stylegen_trt.demo.train import lr_decay_factor
+
+    assert [lr_decay_factor(step, 10, 0) for step in (1, 10)] == [1.0, 1.0]
+    assert [lr_decay_factor(step, 10, 4) for step in range(1, 11)] == [1.0] * 7 + [0.75, 0.5, 0.25]
+    assert lr_decay_factor(1, 3, 5) == 0.6  # a decay longer than the stage starts part-way down
+
+
+def test_demo_co_training_sets_the_decayed_rates(tmp_path, monkeypatch):
+    """The optimiser steps with both groups' rates times the decay factor of that step."""
+    from stylegen_trt.demo import train as demo_train
+    from stylegen_trt.demo.train import DemoConfig
+
+    torch.set_num_threads(1)
+    cfg = DemoConfig(vgg_steps=0, vae_steps=2, vae_batch=4, vae_decoder_steps=0, base_steps=2, base_batch=4,
+                     base_style_steps=4, base_style_lr_decay_steps=2)
+    work = tmp_path / "work"
+    work.mkdir()
+    demo_train.loaders.make_tiny_vgg(work / "vgg19.pth", cfg.seed)
+    demo_train.train_base(work, cfg, demo_train.train_vae(work, cfg))
+    seen, real_step = [], torch.optim.AdamW.step
+
+    def record_step(self, *args, **kwargs):
+        seen.append([group["lr"] for group in self.param_groups])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record_step)
+    demo_train.train_base_with_style(work, cfg)
+    rates = (cfg.base_style_learning_rate, cfg.base_style_branch_learning_rate)
+    assert seen == [[r * f for r in rates] for f in (1.0, 1.0, 1.0, 0.5)]
 
 
 def test_demo_train_refuses_another_width_over_a_trained_base(tmp_path, capsys):

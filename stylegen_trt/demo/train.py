@@ -138,6 +138,10 @@ class DemoConfig:
     # ~0%); at 6.5 from the start of the stage it drew hatching and lost dots; the shipped stage switched after
     # 10500 steps: ((0, 7.5), (10500, 6.5)), family match 79.5% -> 89.9% (docs/experiments/anchored-hatching/)
     anchored_hatching_periods: HatchingPeriods = ONE_HATCHING_PERIOD
+    # the co-training stage's last steps over which both learning rates fall linearly to zero (0: constant to the
+    # end). A constant rate leaves the pair where its last updates threw it (in every continuation of the shipped
+    # stage the dots figure swung between 33% and 100%)
+    base_style_lr_decay_steps: int = 0
     branch_steps: int = 1500
     branch_batch: int = 32
     branch_learning_rate: float = 5e-4
@@ -575,6 +579,9 @@ def train_base_with_style(work: Path, cfg: DemoConfig, device: str = "cpu") -> N
     size = branch.style_map_size(data.IMAGE_SIZE // 2, data.IMAGE_SIZE // 2)
     start = time.perf_counter()
     for step in range(done + 1, cfg.base_style_steps + 1):
+        decay = lr_decay_factor(step, cfg.base_style_steps, cfg.base_style_lr_decay_steps)
+        for group, rate in zip(opt.param_groups, (cfg.base_style_learning_rate, cfg.base_style_branch_learning_rate)):
+            group["lr"] = rate * decay  # a function of the step alone, so a resumed stage gets the same rates
         images, prompts = next(stream)
         with torch.no_grad():
             x0 = encode_latents(base, images.to(device), gen)
@@ -613,6 +620,14 @@ def train_base_with_style(work: Path, cfg: DemoConfig, device: str = "cpu") -> N
     (work / "base-style.loss.json").write_text(json.dumps(losses))
     checkpoint.done()
     shutil.rmtree(work / "base-style.teacher", ignore_errors=True)
+
+
+def lr_decay_factor(step: int, steps: int, decay_steps: int) -> float:
+    """The learning rate's factor at ``step`` (1-based) of ``steps``: 1, then over the last ``decay_steps`` steps
+    falling linearly, 1 at the first of them and 1 / decay_steps at the last (0 would waste the step)."""
+    if decay_steps <= 0:
+        return 1.0
+    return min(1.0, (steps - step + 1) / decay_steps)
 
 
 def _shape_weights(contents: list[data.Content], size: int, weight: float, margin: float = 0.0,
@@ -771,11 +786,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hatching-periods", default=format_hatching_periods(DemoConfig.anchored_hatching_periods),
                         help="Anchored hatching's period as a stage goes on, STEP:PX pairs (the shipped stage: "
                              "0:7.5,10500:6.5)")
+    parser.add_argument("--lr-decay-steps", type=int, default=DemoConfig.base_style_lr_decay_steps,
+                        help="Co-training's last steps over which its learning rates fall linearly to zero (0: constant)")
     parser.add_argument("--base-channels", default=",".join(map(str, DemoConfig.base_channels)),
                         help="The base UNet's channels at its four levels, e.g. 64,64,64,64 (multiples of 16)")
     parser.add_argument("--threads", type=int, default=DemoConfig.threads)
     args = parser.parse_args(argv)
-    for name in ("vgg_steps", "vae_steps", "vae_decoder_steps", "base_steps", "base_style_steps", "branch_steps"):
+    for name in ("vgg_steps", "vae_steps", "vae_decoder_steps", "base_steps", "base_style_steps", "branch_steps",
+                 "lr_decay_steps"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
     if not 0.0 <= args.texture_caption_rate <= 1.0:
@@ -806,7 +824,7 @@ def main(argv: list[str] | None = None) -> None:
                      base_style_steps=args.base_style_steps,
                      base_style_content_hold=args.content_hold, base_style_source=args.style_source,
                      base_style_shape_weight=args.shape_weight, base_style_shape_margin=args.shape_margin,
-                     base_style_shape_weighting=args.shape_weighting,
+                     base_style_shape_weighting=args.shape_weighting, base_style_lr_decay_steps=args.lr_decay_steps,
                      branch_steps=args.branch_steps, branch_layout=args.branch_layout,
                      anchored_hatching_periods=hatching_periods, base_channels=base_channels,
                      threads=args.threads)
