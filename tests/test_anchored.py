@@ -131,6 +131,34 @@ def test_hatching_period_changes_only_hatching_and_follows_the_stage_schedule():
     assert torch.equal(next(resumed)[0], got[0])  # a resumed stage picks the schedule up at its step
 
 
+def test_outline_width_changes_only_the_rings_and_follows_the_stage_schedule():
+    """DemoConfig.outline_widths: the shipped stage widened the ground ring round each shape from 1.5 to 2.5 px
+    after 10500 steps (docs/experiments/lr-decay/). No draw depends on the width: the same batches, with only the
+    rings' pixels changed, and the loss's shape weights grown with them - what the experiment's patch of
+    data.OUTLINE_WIDTH and data.render drew."""
+    from stylegen_trt.demo.train import _shape_weights, batches, parse_outline_widths
+
+    schedule = parse_outline_widths("0:1.5,2:2.5")
+    assert schedule == ((0, 1.5), (2, 2.5))
+    switched, before, after = (batches(12, 16, texture_phase="anchored", outline_widths=widths)
+                               for widths in (schedule, ((0, 1.5),), ((0, 2.5),)))
+    for index in range(4):
+        got, want = next(switched), next(before if index < 2 else after)
+        other = next(after if index < 2 else before)
+        assert torch.equal(got[0], want[0]) and got[1] == want[1]
+        assert switched.last_outline_width == (1.5 if index < 2 else 2.5)
+        changed = (got[0] != other[0]).any(dim=1)
+        for k, content in enumerate(switched.last_contents):  # only pixels in the wider ring differ
+            ring = data.shape_mask(content, 32, grow=2.5) - data.shape_mask(content, 32)
+            assert not changed[k][torch.from_numpy(ring) == 0].any()
+        assert changed.any()
+    resumed = batches(12, 16, start=3, texture_phase="anchored", outline_widths=schedule)
+    assert torch.equal(next(resumed)[0], got[0]) and resumed.last_outline_width == 2.5
+    contents = switched.last_contents
+    narrow, wide = (_shape_weights(contents, 16, 2.0, outline_width=w) for w in (1.5, 2.5))
+    assert torch.equal(narrow, _shape_weights(contents, 16, 2.0)) and (wide >= narrow).all() and (wide > narrow).any()
+
+
 def test_demo_stages_train_the_anchored_layout_on_anchored_textures(tmp_path, monkeypatch):
     """base+style and the branch stage both build the anchored branch and draw centre-anchored textures."""
     from stylegen_trt.demo import train as demo_train

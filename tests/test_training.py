@@ -345,7 +345,9 @@ def test_demo_train_rejects_bad_base_channels_before_writing(tmp_path, capsys, v
                                           (["--hatching-periods", "0:7.5,0:6.5"], "--hatching-periods"),
                                           (["--hatching-periods", "0:1"], "--hatching-periods"),
                                           (["--hatching-periods", "0-7.5"], "--hatching-periods"),
-                                          (["--lr-decay-steps", "-1"], "--lr-decay-steps")])
+                                          (["--lr-decay-steps", "-1"], "--lr-decay-steps"),
+                                          (["--outline-widths", "0:9"], "--outline-widths"),
+                                          (["--outline-widths", "0:1.5,0:2.5"], "--outline-widths")])
 def test_demo_train_rejects_bad_co_training_options_before_writing(tmp_path, capsys, args, option):
     from stylegen_trt.demo.train import main
 
@@ -368,7 +370,8 @@ def test_demo_train_passes_the_co_training_schedule_and_weighting_to_its_stages(
     monkeypatch.setattr(demo_train.loaders, "make_tiny_vgg", lambda path, seed: None)
     monkeypatch.setattr(demo_train, "train_vae", capture)
     configs = []
-    for args in ([], ["--hatching-periods", "0:7.5,10500:6.5", "--shape-weighting", "shape", "--lr-decay-steps", "2000"]):
+    for args in ([], ["--hatching-periods", "0:7.5,10500:6.5", "--shape-weighting", "shape", "--lr-decay-steps", "2000",
+                  "--outline-widths", "0:1.5,10500:2.5"]):
         with pytest.raises(Captured) as caught:
             demo_train.main(["--work", str(tmp_path / "work"), *args])
         configs.append(caught.value.args[0])
@@ -376,6 +379,7 @@ def test_demo_train_passes_the_co_training_schedule_and_weighting_to_its_stages(
     assert configs[1].anchored_hatching_periods == ((0, 7.5), (10500, 6.5))
     assert configs[1].base_style_shape_weighting == "shape"
     assert (configs[0].base_style_lr_decay_steps, configs[1].base_style_lr_decay_steps) == (0, 2000)
+    assert configs[0].outline_widths == ((0, 1.5),) and configs[1].outline_widths == ((0, 1.5), (10500, 2.5))
 
 
 def test_demo_lr_decay_falls_linearly_over_the_last_steps():

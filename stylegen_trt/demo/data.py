@@ -221,10 +221,11 @@ def render(content: Content | None, style: Style, size: int = IMAGE_SIZE, seed: 
 
 
 def sample_batch(rng: np.random.Generator, batch: int, heldout: bool = False, texture_phase: TexturePhase = "random",
-                 hatching_period: float = ANCHORED_PERIOD):
+                 hatching_period: float = ANCHORED_PERIOD, outline_width: float = OUTLINE_WIDTH):
     """(images (B, 32, 32, 3) uint8, prompts, contents, styles) drawn independently; ``heldout``
     draws the palettes from HELDOUT_PALETTES instead of the training distribution; ``texture_phase``
-    "anchored" draws ``anchored_style`` textures, their hatching at ``hatching_period``."""
+    "anchored" draws ``anchored_style`` textures, their hatching at ``hatching_period``; ``outline_width`` as
+    ``render``'s (no draw depends on it)."""
     def draw(palette):
         if texture_phase == "anchored":
             return anchored_style(rng, palette, hatching_period)
@@ -233,7 +234,7 @@ def sample_batch(rng: np.random.Generator, batch: int, heldout: bool = False, te
     contents = [random_content(rng) for _ in range(batch)]
     styles = [draw(HELDOUT_PALETTES[int(rng.integers(len(HELDOUT_PALETTES)))] if heldout else None)
               for _ in range(batch)]
-    images = np.stack([render(c, s) for c, s in zip(contents, styles)])
+    images = np.stack([render(c, s, outline_width=outline_width) for c, s in zip(contents, styles)])
     return images, [c.prompt for c in contents], contents, styles
 
 
