@@ -15,8 +15,9 @@ from stylegen_trt.models import loaders
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
 steps = json.loads((work / "steps.json").read_text())
 note = steps.pop("note", "")
-if "anchored_hatching_periods" in steps:  # JSON lists -> the config's tuples
-    steps["anchored_hatching_periods"] = tuple(map(tuple, steps["anchored_hatching_periods"]))
+for schedule in ("anchored_hatching_periods", "outline_widths"):  # JSON lists -> the config's tuples
+    if schedule in steps:
+        steps[schedule] = tuple(map(tuple, steps[schedule]))
 cfg = DemoConfig(vgg_steps=800, vae_decoder_steps=6000, base_steps=7000, texture_caption_rate=0.0, branch_layout="anchored",
                  **steps)
 base = loaders.load_base(work / "sd")
