@@ -275,7 +275,7 @@ def example_styles(size: int = 128) -> list[tuple[str, np.ndarray]]:
     out = []
     for k, (texture, (fg, bg), label) in enumerate(picks):
         # the stripes (README's first command) at 0.8 rad (46 deg): at 0.5 rad (29 deg) the shipped model paints them as
-        # grain - one of the stripe angles it misses (README "The demo model": 16.5 of 24 angles drawn as stripes)
+        # speckle - one of the stripe angles it misses (README "The demo model": 16.5 of 24 angles drawn as stripes)
         angle = 0.8 if texture == "stripes" else 0.5 + 0.35 * k
         style = Style(TEXTURES.index(texture), fg, bg, period=6.2 + 0.5 * k, angle=angle, phase=1.0 + k)
         out.append((f"{texture}-{label}", render(None, style, size=size)))
