@@ -138,15 +138,15 @@ def test_demo_acceptance_on_heldout_swatches(demo_pipe, heldout_styles):
     s = report.summary()
     print(json.dumps(s, indent=2))
     assert s["pairs"] == 2 * 8 * 21
-    # What the shipped demo does (measured on this machine: family match 79.5%, spectrum 0.317, colour 55.1 RGB,
-    # content 88.7% / any outline 96.1%). Issue 12 stays open: its content bar (>= 90%, the fixed judge) is not met
-    # and its spectrum bar (0.7) is above what an exact re-render scores (0.596). Bars with room for another CPU.
-    assert s["texture_match_guided"] >= 0.75 and s["texture_match_off"] <= 0.3, s
+    # What the shipped demo does (measured on this machine: family match 86.6%, spectrum 0.329, colour 49.1 RGB,
+    # content 90.8% / any outline 98.5%): issue 12's texture, colour and content bars; its spectrum bar (0.7) is
+    # above what an exact re-render scores (0.596). Bars with room for another CPU's rounding (a pair is 0.3 points).
+    assert s["texture_match_guided"] >= 0.8 and s["texture_match_off"] <= 0.3, s
     assert s["colour_distance_guided"] <= 60 and s["colour_distance_guided"] < s["colour_distance_off"] - 50, s
     assert s["spectrum_guided"] > s["spectrum_off"] + 0.05, s
     assert s["stysim_ratio"] <= 0.6, s
-    assert s["content_accuracy_any_outline_guided"] >= 0.93, s
-    assert s["content_accuracy_guided"] >= 0.85, s
+    assert s["content_accuracy_any_outline_guided"] >= 0.95, s
+    assert s["content_accuracy_guided"] >= 0.88, s
 
 
 def test_demo_same_seed_same_bytes(demo_pipe, heldout_styles):
